@@ -1,0 +1,89 @@
+//! The front door of `/v1`: every request is counted (by route template), delayed by
+//! the latency knob, authenticated against the secret key, rate-limited and possibly
+//! failed by the error-rate knob — in that order, so 401/429/500 answers are counted too.
+
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use rand::RngExt;
+
+use crate::Emulator;
+use crate::errors::ApiError;
+
+/// Stats key of requests that matched no route.
+pub const UNMATCHED: &str = "{unmatched}";
+
+pub async fn v1_gate(State(emu): State<Emulator>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    if !(path == "/v1" || path.starts_with("/v1/")) {
+        return next.run(req).await;
+    }
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| UNMATCHED.to_owned());
+    emu.inner
+        .stats
+        .record(format!("{} {}", req.method(), route));
+
+    let (delay, fail) = {
+        let knobs = emu.inner.knobs.lock();
+        let mut rng = emu.inner.rng.lock();
+        let jitter = if knobs.latency.jitter_ms > 0 {
+            rng.random_range(0..=knobs.latency.jitter_ms)
+        } else {
+            0
+        };
+        let fail = knobs.error_rate > 0.0 && rng.random::<f64>() < knobs.error_rate;
+        (knobs.latency.fixed_ms + jitter, fail)
+    };
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+
+    if !authorized(&emu, &req) {
+        return ApiError::unauthenticated().into_response();
+    }
+    let admitted = emu.inner.knobs.lock().admit(Instant::now());
+    if let Err(retry_after_s) = admitted {
+        return ApiError::too_many_requests(retry_after_s).into_response();
+    }
+    if fail {
+        return ApiError::internal().into_response();
+    }
+    next.run(req).await
+}
+
+fn authorized(emu: &Emulator, req: &Request) -> bool {
+    let Some(value) = req.headers().get(AUTHORIZATION) else {
+        return false;
+    };
+    let Ok(value) = value.to_str() else {
+        return false;
+    };
+    let mut parts = value.splitn(2, ' ');
+    let scheme = parts.next().unwrap_or("");
+    let token = parts.next().unwrap_or("").trim();
+    scheme.eq_ignore_ascii_case("bearer")
+        && constant_time_eq(token.as_bytes(), emu.secret_key().as_bytes())
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Unknown `/v1` paths: Clerk's 404.
+pub async fn not_found() -> ApiError {
+    ApiError::not_found()
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::method_not_allowed()
+}

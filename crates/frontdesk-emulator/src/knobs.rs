@@ -1,0 +1,267 @@
+//! Run-time knobs that make the emulator misbehave like a real, remote Clerk: latency
+//! (fixed + uniform jitter), an error rate (500s), a fixed-window rate limit (429 +
+//! `Retry-After`) and the webhook target. Set from flags at start-up, changed with
+//! `POST /__emulator/config` or [`crate::Emulator::set_knobs`].
+
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::routing::get;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Value, json};
+
+use crate::Emulator;
+use crate::errors::{ApiError, Error};
+
+/// Delay added to every `/v1` call: `fixed_ms` + uniform `0..=jitter_ms`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Latency {
+    pub fixed_ms: u64,
+    pub jitter_ms: u64,
+}
+
+/// At most `requests` `/v1` calls per fixed window of `window_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimit {
+    pub requests: u32,
+    pub window_ms: u64,
+}
+
+/// Where webhooks go and the `whsec_…` secret they are signed with.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookTarget {
+    pub url: String,
+    pub secret: String,
+}
+
+impl std::fmt::Debug for WebhookTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookTarget")
+            .field("url", &self.url)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// A partial update of the knobs: `None` leaves a knob alone. For `rate_limit` and the
+/// webhook fields, `Some(None)` (JSON `null`) clears it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Knobs {
+    #[serde(default)]
+    pub latency_ms: Option<u64>,
+    #[serde(default)]
+    pub jitter_ms: Option<u64>,
+    #[serde(default)]
+    pub error_rate: Option<f64>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub rate_limit: Option<Option<RateLimit>>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub webhook_url: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub webhook_secret: Option<Option<String>>,
+}
+
+/// Distinguishes an explicit `null` (`Some(None)`) from an absent field (`None`).
+fn nullable<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// The knobs in force, plus the rate-limit window.
+#[derive(Debug)]
+pub struct KnobState {
+    pub latency: Latency,
+    pub error_rate: f64,
+    pub rate_limit: Option<RateLimit>,
+    pub webhook: Option<WebhookTarget>,
+    window_start: Option<Instant>,
+    window_count: u32,
+}
+
+impl KnobState {
+    pub fn new(
+        latency: Latency,
+        error_rate: f64,
+        rate_limit: Option<RateLimit>,
+        webhook: Option<WebhookTarget>,
+    ) -> Self {
+        Self {
+            latency,
+            error_rate,
+            rate_limit,
+            webhook,
+            window_start: None,
+            window_count: 0,
+        }
+    }
+
+    pub fn reset_window(&mut self) {
+        self.window_start = None;
+        self.window_count = 0;
+    }
+
+    /// Counts one call against the fixed window; `Err(retry_after_s)` when over the limit.
+    pub fn admit(&mut self, now: Instant) -> Result<(), u64> {
+        let Some(limit) = self.rate_limit else {
+            return Ok(());
+        };
+        let window = Duration::from_millis(limit.window_ms.max(1));
+        let start = match self.window_start {
+            Some(s) if now.duration_since(s) < window => s,
+            _ => {
+                self.window_start = Some(now);
+                self.window_count = 0;
+                now
+            }
+        };
+        if self.window_count < limit.requests {
+            self.window_count += 1;
+            return Ok(());
+        }
+        let left = window.saturating_sub(now.duration_since(start));
+        Err(left.as_millis().div_ceil(1000).max(1) as u64)
+    }
+
+    /// Applies a partial update after validating it (nothing changes on error).
+    pub fn apply(&mut self, k: Knobs) -> Result<(), Error> {
+        if let Some(r) = k.error_rate
+            && !(0.0..=1.0).contains(&r)
+        {
+            return Err(Error::Config("error_rate must be between 0 and 1".into()));
+        }
+        if let Some(Some(rl)) = k.rate_limit
+            && (rl.requests == 0 || rl.window_ms == 0)
+        {
+            return Err(Error::Config(
+                "rate_limit needs requests >= 1 and window_ms >= 1".into(),
+            ));
+        }
+        let webhook = match (k.webhook_url, k.webhook_secret) {
+            (None, None) => self.webhook.clone(),
+            (Some(None), _) => None,
+            (Some(Some(url)), secret) => {
+                let secret = match secret {
+                    Some(Some(s)) => s,
+                    Some(None) => {
+                        return Err(Error::Config("a webhook needs a secret".into()));
+                    }
+                    None => self
+                        .webhook
+                        .as_ref()
+                        .map(|w| w.secret.clone())
+                        .ok_or_else(|| Error::Config("a webhook needs a secret".into()))?,
+                };
+                Some(WebhookTarget { url, secret })
+            }
+            (None, Some(secret)) => match (self.webhook.clone(), secret) {
+                (Some(w), Some(s)) => Some(WebhookTarget {
+                    url: w.url,
+                    secret: s,
+                }),
+                (_, None) => None,
+                (None, Some(_)) => {
+                    return Err(Error::Config("set webhook_url with webhook_secret".into()));
+                }
+            },
+        };
+        if let Some(w) = &webhook {
+            crate::svix::secret_key(&w.secret)?;
+            if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
+                return Err(Error::Config("webhook_url must be an http(s) URL".into()));
+            }
+        }
+        if let Some(ms) = k.latency_ms {
+            self.latency.fixed_ms = ms;
+        }
+        if let Some(ms) = k.jitter_ms {
+            self.latency.jitter_ms = ms;
+        }
+        if let Some(r) = k.error_rate {
+            self.error_rate = r;
+        }
+        if let Some(rl) = k.rate_limit {
+            self.rate_limit = rl;
+            self.reset_window();
+        }
+        self.webhook = webhook;
+        Ok(())
+    }
+
+    /// What `GET /__emulator/config` shows (never the webhook secret).
+    pub fn to_json(&self) -> Value {
+        json!({
+            "latency_ms": self.latency.fixed_ms,
+            "jitter_ms": self.latency.jitter_ms,
+            "error_rate": self.error_rate,
+            "rate_limit": self.rate_limit,
+            "webhook_url": self.webhook.as_ref().map(|w| w.url.clone()),
+            "webhook_secret_set": self.webhook.is_some(),
+        })
+    }
+}
+
+pub fn control_router() -> Router<Emulator> {
+    Router::new().route("/__emulator/config", get(get_config).post(post_config))
+}
+
+async fn get_config(State(emu): State<Emulator>) -> Json<Value> {
+    Json(emu.inner.knobs.lock().to_json())
+}
+
+async fn post_config(State(emu): State<Emulator>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let k: Knobs = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::malformed_body(format!(
+            "expected a JSON object with latency_ms, jitter_ms, error_rate, rate_limit, webhook_url, webhook_secret: {e}"
+        ))
+    })?;
+    emu.try_set_knobs(k).map_err(|e| match e {
+        Error::Config(msg) => ApiError::new(
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            "form_param_value_invalid",
+            "is invalid",
+            msg,
+        ),
+        _ => ApiError::internal(),
+    })?;
+    Ok(Json(emu.inner.knobs.lock().to_json()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed_window_admits_then_rejects_with_ceil_seconds() {
+        let mut k = KnobState::new(
+            Latency::default(),
+            0.0,
+            Some(RateLimit {
+                requests: 2,
+                window_ms: 2500,
+            }),
+            None,
+        );
+        let t0 = Instant::now();
+        assert!(k.admit(t0).is_ok());
+        assert!(k.admit(t0).is_ok());
+        assert_eq!(k.admit(t0 + Duration::from_millis(100)), Err(3));
+        assert_eq!(k.admit(t0 + Duration::from_millis(2400)), Err(1));
+        assert!(k.admit(t0 + Duration::from_millis(2500)).is_ok());
+    }
+
+    #[test]
+    fn null_clears_and_absent_keeps() {
+        let k: Knobs = serde_json::from_str(r#"{"rate_limit": null}"#).unwrap_or_default();
+        assert_eq!(k.rate_limit, Some(None));
+        let k: Knobs = serde_json::from_str(r#"{"latency_ms": 5}"#).unwrap_or_default();
+        assert_eq!(k.rate_limit, None);
+        assert_eq!(k.latency_ms, Some(5));
+    }
+}
