@@ -1,0 +1,240 @@
+//! Assembly: the shared state every capability reads, the two routers (edge and api)
+//! merged from each capability's own `router()`, and `serve`, which runs both
+//! listeners until the shutdown token fires and lets in-flight requests finish.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::limit::RequestBodyLimitLayer;
+
+use crate::clock::{self, SharedClock};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::ops;
+use crate::redis_link::RedisLink;
+use crate::store::Store;
+use crate::telemetry;
+
+/// Everything a handler may need. Cheap to clone; no globals, so two instances can run
+/// side by side in one test process.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub redis: Option<Arc<RedisLink>>,
+    pub clock: SharedClock,
+    pub prometheus: Option<PrometheusHandle>,
+}
+
+/// Listeners bound by the caller: the binary binds the configured addresses, tests bind
+/// port 0 and read the addresses back.
+pub struct Listeners {
+    pub edge: TcpListener,
+    pub api: TcpListener,
+}
+
+impl Listeners {
+    pub async fn bind(config: &Config) -> Result<Self> {
+        let edge = TcpListener::bind(config.edge_addr).await.map_err(|e| {
+            anyhow::anyhow!("cannot bind the edge listener {}: {e}", config.edge_addr)
+        })?;
+        let api = TcpListener::bind(config.api_addr).await.map_err(|e| {
+            anyhow::anyhow!("cannot bind the api listener {}: {e}", config.api_addr)
+        })?;
+        Ok(Self { edge, api })
+    }
+}
+
+pub struct App {
+    state: AppState,
+}
+
+impl App {
+    /// Connects the store (migrating it when configured) and prepares Redis.
+    pub async fn build(config: Config) -> Result<Self> {
+        Self::build_with_clock(config, clock::system()).await
+    }
+
+    pub async fn build_with_clock(config: Config, clock: SharedClock) -> Result<Self> {
+        let store = Store::connect(
+            config.database_url.expose(),
+            config.database_max_connections,
+        )
+        .await
+        .map_err(|e| match e {
+            Error::StoreUnavailable(inner) => anyhow::anyhow!(
+                "cannot connect to the store ({}): {inner}",
+                redact_url_kind(&config)
+            )
+            .into(),
+            other => other,
+        })?;
+        if config.migrate_on_start {
+            let applied = store.migrate().await?;
+            tracing::info!(store = store.kind(), applied, "migrations up to date");
+        }
+        let redis = match &config.redis_url {
+            Some(url) => {
+                let link = Arc::new(RedisLink::new(url.expose(), &config.redis_prefix)?);
+                if !link.ping().await {
+                    tracing::warn!(
+                        "redis is not reachable at start; serving without the shared tier until it is"
+                    );
+                }
+                Some(link)
+            }
+            None => None,
+        };
+        metrics::gauge!("frontdesk_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+        Ok(Self {
+            state: AppState {
+                config: Arc::new(config),
+                store,
+                redis,
+                clock,
+                prometheus: telemetry::prometheus(),
+            },
+        })
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// The public listener's routes.
+    pub fn edge_router(&self) -> Router {
+        let router = Router::new().merge(ops::edge_router());
+        finish(router, "edge", &self.state)
+    }
+
+    /// The internal listener's routes.
+    pub fn api_router(&self) -> Router {
+        let router = Router::new().merge(ops::api_router());
+        finish(router, "api", &self.state)
+    }
+
+    /// Serves both listeners until `shutdown` fires, then gives in-flight requests up
+    /// to `shutdown_grace_ms` to finish.
+    pub async fn serve(self, listeners: Listeners, shutdown: CancellationToken) -> Result<()> {
+        let edge = self.edge_router();
+        let api = self.api_router();
+        self.serve_routers(listeners, edge, api, shutdown).await
+    }
+
+    /// Like [`App::serve`] with routers given by the caller: an embedding Rust app
+    /// merges its own routes onto [`App::edge_router`] and serves them together.
+    pub async fn serve_routers(
+        self,
+        listeners: Listeners,
+        edge_router: Router,
+        api_router: Router,
+        shutdown: CancellationToken,
+    ) -> Result<()> {
+        let background = CancellationToken::new();
+        if let Some(handle) = self.state.prometheus.clone() {
+            tokio::spawn(telemetry::prometheus_upkeep(handle, background.clone()));
+        }
+        if let Some(redis) = self.state.redis.clone() {
+            tokio::spawn(redis_health_loop(redis, background.clone()));
+        }
+        let edge = axum::serve(listeners.edge, edge_router)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        let api = axum::serve(listeners.api, api_router)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        let edge = tokio::spawn(async move { edge.await });
+        let api = tokio::spawn(async move { api.await });
+        let (edge_abort, api_abort) = (edge.abort_handle(), api.abort_handle());
+
+        let grace = Duration::from_millis(self.state.config.shutdown_grace_ms);
+        let outcome = tokio::select! {
+            r = async { tokio::join!(edge, api) } => Some(r),
+            _ = async {
+                shutdown.cancelled().await;
+                tokio::time::sleep(grace).await;
+            } => None,
+        };
+        background.cancel();
+        match outcome {
+            Some((e, a)) => {
+                for joined in [e, a] {
+                    joined
+                        .map_err(|e| anyhow::anyhow!("listener task failed: {e}"))?
+                        .map_err(|e| anyhow::anyhow!("listener failed: {e}"))?;
+                }
+            }
+            None => {
+                tracing::warn!(
+                    grace_ms = grace.as_millis() as u64,
+                    "grace period over; closing with requests still in flight"
+                );
+                edge_abort.abort();
+                api_abort.abort();
+            }
+        }
+        self.state.store.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Layers shared by both listeners, outermost last: body limit, observation (request
+/// id, span, access log, metrics), and a JSON 404 for unknown paths.
+fn finish(router: Router<AppState>, listener: &'static str, state: &AppState) -> Router {
+    router
+        .route_layer(middleware::from_fn(remember_route))
+        .fallback(not_found)
+        .layer(RequestBodyLimitLayer::new(state.config.max_body_bytes))
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            telemetry::observe(listener, req, next)
+        }))
+        .with_state(state.clone())
+}
+
+/// Copies the matched route template into the response so the outer observation layer
+/// (which runs before routing) can label metrics by route.
+async fn remember_route(req: Request, next: Next) -> Response {
+    let matched = req.extensions().get::<MatchedPath>().cloned();
+    let mut response = next.run(req).await;
+    if let Some(m) = matched {
+        response.extensions_mut().insert(m);
+    }
+    response
+}
+
+async fn not_found() -> Response {
+    Error::not_found("no such route").into_response()
+}
+
+/// Keeps the Redis up/down flag fresh even when no request touches Redis, so stats and
+/// readiness see an outage (and the recovery) within a few seconds.
+async fn redis_health_loop(redis: Arc<RedisLink>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => { redis.ping().await; }
+        }
+    }
+}
+
+fn redact_url_kind(config: &Config) -> &'static str {
+    let url = config.database_url.expose();
+    if url.starts_with("sqlite:") {
+        "sqlite"
+    } else {
+        "postgres"
+    }
+}
+
+/// Builds the app and serves it: what the binary's `serve` runs, and what tests run
+/// in-process on port-0 listeners.
+pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> Result<()> {
+    App::build(config).await?.serve(listeners, shutdown).await
+}

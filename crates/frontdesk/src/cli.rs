@@ -1,0 +1,161 @@
+//! The `frontdesk` command line: `serve`, `emulator`, `migrate`. Parses arguments,
+//! loads the configuration, installs logging and hands over to the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::app::{App, Listeners};
+use crate::config::Config;
+use crate::devmode;
+use crate::store::Store;
+use crate::telemetry;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "frontdesk",
+    version,
+    about = "An identity edge for apps that sign users in with Clerk and keep their data in Postgres.",
+    long_about = "An identity edge for apps that sign users in with Clerk and keep their data in Postgres.\n\n\
+Configuration comes from built-in defaults, then the TOML file given with --config, then the \
+environment (CLERK_SECRET_KEY, CLERK_API_URL, CLERK_JWT_KEY, CLERK_WEBHOOK_SIGNING_SECRET, \
+CLERK_AUTHORIZED_PARTIES, DATABASE_URL, REDIS_URL and FRONTDESK_* for the rest)."
+)]
+pub struct Cli {
+    /// A TOML configuration file (see config.default.toml for every key).
+    #[arg(long, global = true, env = "FRONTDESK_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service: the edge listener (public) and the api listener (internal).
+    ///
+    /// Without CLERK_SECRET_KEY it starts in dev mode: an embedded Clerk emulator with
+    /// seeded users, the SQLite file of DATABASE_URL and no Redis, and prints a demo
+    /// session token and commands to try.
+    Serve(ServeArgs),
+    /// Run the Clerk emulator on its own: the Backend API subset Frontdesk uses, JWKS,
+    /// session tokens minted for a user, signed webhooks, and knobs for latency,
+    /// errors and rate limits. For tests, benchmarks and local development.
+    Emulator(frontdesk_emulator::cli::EmulatorArgs),
+    /// Apply the store's schema migrations (Postgres or SQLite, from DATABASE_URL) and
+    /// exit.
+    Migrate,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Do not apply migrations at start (run `frontdesk migrate` separately).
+    #[arg(long)]
+    pub no_migrate: bool,
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("frontdesk: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("frontdesk: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Emulator(args) = cli.command {
+        telemetry::init_logging(crate::config::LogFormat::Pretty, "info");
+        return frontdesk_emulator::cli::run(args)
+            .await
+            .map_err(|e| anyhow::anyhow!("emulator: {e}"));
+    }
+    let (mut config, warnings) = Config::load(cli.config.as_deref())?;
+    telemetry::init_logging(config.log_format, &config.log);
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+    match cli.command {
+        Command::Serve(args) => {
+            if args.no_migrate {
+                config.migrate_on_start = false;
+            }
+            serve(config).await
+        }
+        Command::Migrate => {
+            let store = Store::connect(config.database_url.expose(), 1).await?;
+            let applied = store.migrate().await?;
+            let versions = store.applied_migrations().await?;
+            println!(
+                "{}: {applied} migration(s) applied now; schema at version {}",
+                store.kind(),
+                versions.last().copied().unwrap_or(0)
+            );
+            store.close().await;
+            Ok(())
+        }
+        Command::Emulator(_) => Ok(()),
+    }
+}
+
+async fn serve(mut config: Config) -> anyhow::Result<()> {
+    let dev = if config.clerk.secret_key.is_none() {
+        Some(devmode::start(&mut config).await?)
+    } else {
+        None
+    };
+    let listeners = Listeners::bind(&config).await?;
+    let edge = listeners.edge.local_addr()?;
+    let api = listeners.api.local_addr()?;
+    let app = App::build(config).await?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(wait_for_signal(shutdown.clone()));
+    tracing::info!(edge = %edge, api = %api, store = app.state().store.kind(), "frontdesk ready");
+    match &dev {
+        Some(dev) => println!("{}", dev.banner(edge, api, app.state())),
+        None => println!("frontdesk ready: edge http://{edge}  api http://{api}"),
+    }
+    let result = app.serve(listeners, shutdown).await;
+    if let Some(dev) = dev {
+        dev.stop().await;
+    }
+    Ok(result?)
+}
+
+/// Cancels `token` on SIGINT or SIGTERM.
+async fn wait_for_signal(token: CancellationToken) {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown signal received; finishing in-flight requests");
+    token.cancel();
+}

@@ -1,0 +1,370 @@
+//! Typed configuration: embedded defaults, then an optional TOML file, then the
+//! environment. Clerk's own variable names are honoured where they exist
+//! (`CLERK_SECRET_KEY`, `CLERK_API_URL`, …), `DATABASE_URL` and `REDIS_URL` as every
+//! twelve-factor app expects, and `FRONTDESK_*` (with `__` for nesting) for the rest.
+//!
+//! Everything is validated once at start-up so a bad value stops the process with a
+//! message that names the setting, instead of failing on the first request.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use figment::value::Value;
+use serde::{Deserialize, Serialize};
+
+/// A secret value (API key, signing secret, URL with a password). It never prints:
+/// `Debug` and `Display` show a placeholder and serialising it writes the placeholder,
+/// so a config dump or a log line cannot leak it. Read it with [`Secret::expose`].
+///
+/// Written here rather than taken from `secrecy` because the config defaults are built
+/// by serialising [`Config`], and `secrecy` deliberately refuses to serialise strings.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The secret itself. Call it only where the value is sent to its one consumer.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+const REDACTED: &str = "[redacted]";
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(REDACTED)
+    }
+}
+
+/// The whole configuration of one Frontdesk instance.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Public listener: proxied app routes and `/_frontdesk/*`. `FRONTDESK_EDGE_ADDR`.
+    pub edge_addr: SocketAddr,
+    /// Internal listener (keep it on loopback or a private network): `/clerk/v1/*`,
+    /// `/v1/*`, `/metrics`, `/readyz`. `FRONTDESK_API_ADDR`.
+    pub api_addr: SocketAddr,
+    /// `postgres://…` or `sqlite://path`. `DATABASE_URL`; defaults to an SQLite file in
+    /// the working directory.
+    pub database_url: Secret,
+    /// Maximum connections in the store pool. `FRONTDESK_DATABASE_MAX_CONNECTIONS`.
+    pub database_max_connections: u32,
+    /// Apply pending migrations when `serve` starts. `FRONTDESK_MIGRATE_ON_START`.
+    pub migrate_on_start: bool,
+    /// Redis for the shared cache tier, pub/sub and shared rate limits. Unset: no L2.
+    /// `REDIS_URL`.
+    pub redis_url: Option<Secret>,
+    /// Prefix of every Redis key and channel, so several deployments (or tests) can
+    /// share one Redis. `FRONTDESK_REDIS_PREFIX`.
+    pub redis_prefix: String,
+    /// Whether `/readyz` fails while Redis is unreachable. Off by default: Frontdesk
+    /// keeps answering from L1 and Clerk without Redis. `FRONTDESK_READYZ_REQUIRE_REDIS`.
+    pub readyz_require_redis: bool,
+    /// Log format: `json` (one object per line) or `pretty`. `FRONTDESK_LOG_FORMAT`.
+    pub log_format: LogFormat,
+    /// Log filter in `tracing` syntax, e.g. `info,frontdesk=debug`. `FRONTDESK_LOG`.
+    pub log: String,
+    /// How long in-flight requests may run after SIGTERM/SIGINT before the listeners
+    /// close anyway, in milliseconds. `FRONTDESK_SHUTDOWN_GRACE_MS`.
+    pub shutdown_grace_ms: u64,
+    /// Largest request body accepted on either listener, in bytes.
+    /// `FRONTDESK_MAX_BODY_BYTES`.
+    pub max_body_bytes: usize,
+    /// Clerk settings; environment names are Clerk's own.
+    pub clerk: ClerkConfig,
+    /// The embedded Clerk emulator used by `serve` when no secret key is configured.
+    pub dev: DevConfig,
+}
+
+/// Clerk instance settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClerkConfig {
+    /// Backend API secret key (`sk_live_…`/`sk_test_…`). `CLERK_SECRET_KEY`. Unset:
+    /// `serve` starts the embedded emulator.
+    pub secret_key: Option<Secret>,
+    /// Base URL of Clerk's Backend API. `CLERK_API_URL`.
+    pub api_url: String,
+    /// `Clerk-API-Version` sent upstream. `FRONTDESK_CLERK__API_VERSION`.
+    pub api_version: String,
+    /// PEM public key for networkless token verification. `CLERK_JWT_KEY`.
+    pub jwt_key: Option<String>,
+    /// Webhook signing secrets (`whsec_…`), comma-separated during rotation.
+    /// `CLERK_WEBHOOK_SIGNING_SECRET`.
+    pub webhook_signing_secret: Option<Secret>,
+    /// Origins allowed in a token's `azp`, comma-separated. Empty: not checked.
+    /// `CLERK_AUTHORIZED_PARTIES`.
+    pub authorized_parties: Vec<String>,
+}
+
+/// Dev-mode settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DevConfig {
+    /// Seeded users in the embedded emulator. `FRONTDESK_DEV__USERS`.
+    pub users: usize,
+    /// Where the embedded emulator listens (loopback; port 0 picks a free one).
+    /// `FRONTDESK_DEV__EMULATOR_ADDR`.
+    pub emulator_addr: SocketAddr,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+/// The documented defaults; `Config::default()` must equal them (a test checks).
+pub const DEFAULTS_TOML: &str = include_str!("../config.default.toml");
+
+pub const DEFAULT_CLERK_API_URL: &str = "https://api.clerk.com";
+/// The Backend API version whose shapes Frontdesk is built from.
+pub const CLERK_API_VERSION: &str = "2026-05-12";
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            edge_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            api_addr: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            database_url: Secret::new("sqlite://frontdesk.db"),
+            database_max_connections: 16,
+            migrate_on_start: true,
+            redis_url: None,
+            redis_prefix: "frontdesk:".into(),
+            readyz_require_redis: false,
+            log_format: LogFormat::Json,
+            log: "info".into(),
+            shutdown_grace_ms: 10_000,
+            max_body_bytes: 1024 * 1024,
+            clerk: ClerkConfig {
+                secret_key: None,
+                api_url: DEFAULT_CLERK_API_URL.into(),
+                api_version: CLERK_API_VERSION.into(),
+                jwt_key: None,
+                webhook_signing_secret: None,
+                authorized_parties: Vec::new(),
+            },
+            dev: DevConfig {
+                users: 25,
+                emulator_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            },
+        }
+    }
+}
+
+/// Environment variables read under their own (non-`FRONTDESK_`) names, with the
+/// config key each one sets.
+const PLAIN_ENV: &[(&str, &str)] = &[
+    ("CLERK_SECRET_KEY", "clerk.secret_key"),
+    ("CLERK_API_URL", "clerk.api_url"),
+    ("CLERK_JWT_KEY", "clerk.jwt_key"),
+    (
+        "CLERK_WEBHOOK_SIGNING_SECRET",
+        "clerk.webhook_signing_secret",
+    ),
+    ("CLERK_AUTHORIZED_PARTIES", "clerk.authorized_parties"),
+    ("DATABASE_URL", "database_url"),
+    ("REDIS_URL", "redis_url"),
+];
+
+/// Keys whose environment value is a comma-separated list.
+const LIST_KEYS: &[&str] = &["clerk.authorized_parties"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Parse(String),
+    #[error("configuration: {key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+impl Config {
+    /// Defaults, then `file` (when given), then the process environment.
+    pub fn load(file: Option<&Path>) -> Result<(Self, Vec<String>), ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::load_from(file, &env)
+    }
+
+    /// Like [`Config::load`] with an explicit environment, so tests need not touch the
+    /// process's. Returns the config and warnings (unknown `FRONTDESK_*` names).
+    pub fn load_from(
+        file: Option<&Path>,
+        env: &[(String, String)],
+    ) -> Result<(Self, Vec<String>), ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULTS_TOML));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::Parse(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        let mut warnings = Vec::new();
+        let known = known_keys();
+        for (name, value) in env {
+            let key = if let Some((_, key)) = PLAIN_ENV.iter().find(|(n, _)| n == name) {
+                (*key).to_string()
+            } else if let Some(rest) = name.strip_prefix("FRONTDESK_") {
+                let key = rest.to_ascii_lowercase().replace("__", ".");
+                if !known.contains(&key) {
+                    // Variables of the test ground and of the emulator command share the
+                    // prefix but are not settings of `serve`.
+                    if !rest.starts_with("TEST_") && !rest.starts_with("EMULATOR_") {
+                        warnings.push(format!("unknown environment variable {name} ignored"));
+                    }
+                    continue;
+                }
+                key
+            } else {
+                continue;
+            };
+            let value = if LIST_KEYS.contains(&key.as_str()) {
+                let items: Vec<String> = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect();
+                Value::from(items)
+            } else if key == "database_url"
+                || key.ends_with("secret")
+                || key.ends_with("_key")
+                || key.ends_with("_url")
+            {
+                // Secrets and URLs stay strings, even when they look like numbers.
+                Value::from(value.clone())
+            } else {
+                // Numbers and booleans parse the way figment's own Env provider does.
+                value
+                    .parse::<Value>()
+                    .unwrap_or_else(|_| Value::from(value.clone()))
+            };
+            figment = figment.merge(Serialized::global(&key, value));
+        }
+        let config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Parse(e.to_string()))?;
+        config.validate()?;
+        Ok((config, warnings))
+    }
+
+    /// Checks that cannot be expressed in types.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let db = self.database_url.expose();
+        if !(db.starts_with("postgres://")
+            || db.starts_with("postgresql://")
+            || db.starts_with("sqlite:"))
+        {
+            return Err(ConfigError::Invalid {
+                key: "database_url",
+                reason: "must start with postgres://, postgresql:// or sqlite:".into(),
+            });
+        }
+        if let Some(redis) = &self.redis_url {
+            let r = redis.expose();
+            if !(r.starts_with("redis://") || r.starts_with("rediss://")) {
+                return Err(ConfigError::Invalid {
+                    key: "redis_url",
+                    reason: "must start with redis:// or rediss://".into(),
+                });
+            }
+        }
+        if !(self.clerk.api_url.starts_with("http://")
+            || self.clerk.api_url.starts_with("https://"))
+        {
+            return Err(ConfigError::Invalid {
+                key: "clerk.api_url",
+                reason: "must be an http:// or https:// URL".into(),
+            });
+        }
+        if let Some(key) = &self.clerk.secret_key {
+            if !key.expose().starts_with("sk_") {
+                return Err(ConfigError::Invalid {
+                    key: "clerk.secret_key",
+                    reason: "a Clerk secret key starts with sk_live_ or sk_test_".into(),
+                });
+            }
+        }
+        if let Some(secret) = &self.clerk.webhook_signing_secret {
+            if secret
+                .expose()
+                .split(',')
+                .any(|s| !s.trim().starts_with("whsec_"))
+            {
+                return Err(ConfigError::Invalid {
+                    key: "clerk.webhook_signing_secret",
+                    reason: "each signing secret starts with whsec_".into(),
+                });
+            }
+        }
+        if self.database_max_connections == 0 {
+            return Err(ConfigError::Invalid {
+                key: "database_max_connections",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if self.redis_prefix.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "redis_prefix",
+                reason: "must not be empty".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The Clerk API base with any trailing slash removed.
+    pub fn clerk_api_base(&self) -> &str {
+        self.clerk.api_url.trim_end_matches('/')
+    }
+}
+
+/// Every dotted key of [`Config`], from its serialised defaults plus the optional ones
+/// that serialise as absent.
+fn known_keys() -> BTreeSet<String> {
+    let mut keys = BTreeSet::new();
+    if let Ok(value) = serde_json::to_value(Config::default()) {
+        collect_keys("", &value, &mut keys);
+    }
+    keys
+}
+
+fn collect_keys(prefix: &str, value: &serde_json::Value, out: &mut BTreeSet<String>) {
+    if let serde_json::Value::Object(map) = value {
+        for (k, v) in map {
+            let key = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            if v.is_object() {
+                collect_keys(&key, v, out);
+            } else {
+                out.insert(key);
+            }
+        }
+    }
+}

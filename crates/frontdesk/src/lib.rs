@@ -1,0 +1,18 @@
+//! Frontdesk: an identity edge for apps that sign users in with Clerk and keep their
+//! data in Postgres. `run` starts the whole service on listeners bound by the caller,
+//! so the binary and the tests start it the same way.
+
+pub mod app;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod devmode;
+pub mod error;
+pub mod ops;
+pub mod redis_link;
+pub mod store;
+pub mod telemetry;
+
+pub use app::{App, AppState, Listeners, run};
+pub use config::Config;
+pub use error::{Error, Result};

@@ -1,0 +1,107 @@
+//! The shared Redis connection: one multiplexed, self-reconnecting connection per
+//! instance, the key prefix that namespaces everything Frontdesk writes, and an
+//! up/down flag that every caller updates, so stats and readiness can say whether the
+//! shared tier is working without a probe of their own.
+//!
+//! Redis is optional and never on the critical path: callers treat any error as "tier
+//! unavailable" and carry on without it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::error::Result;
+
+/// How long one Redis command may take before the caller gives up on the tier. Short:
+/// an L2 that answers slowly is worse than no L2.
+const RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+pub struct RedisLink {
+    client: redis::Client,
+    conn: ConnectionManager,
+    prefix: String,
+    up: AtomicBool,
+}
+
+impl std::fmt::Debug for RedisLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The client holds the URL, which may hold a password: never print it.
+        f.debug_struct("RedisLink")
+            .field("prefix", &self.prefix)
+            .field("up", &self.is_up())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisLink {
+    /// Prepares the connection without waiting for Redis: Frontdesk starts (and keeps
+    /// serving from L1) while Redis is down, and connects when it comes back.
+    pub fn new(url: &str, prefix: &str) -> Result<Self> {
+        let client = redis::Client::open(url)
+            .map_err(|e| anyhow::anyhow!("REDIS_URL is not a valid Redis URL: {:?}", e.kind()))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(2));
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
+            .map_err(|e| anyhow::anyhow!("cannot set up the Redis connection: {:?}", e.kind()))?;
+        Ok(Self {
+            client,
+            conn,
+            prefix: prefix.to_string(),
+            up: AtomicBool::new(false),
+        })
+    }
+
+    /// A handle to the shared connection (cheap to clone).
+    pub fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// The client, for dedicated connections such as pub/sub subscribers.
+    pub fn client(&self) -> &redis::Client {
+        &self.client
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `prefix + suffix`: every key and channel Frontdesk uses goes through here.
+    pub fn key(&self, suffix: &str) -> String {
+        let mut k = String::with_capacity(self.prefix.len() + suffix.len());
+        k.push_str(&self.prefix);
+        k.push_str(suffix);
+        k
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    /// Callers report each command's outcome; the flag flips on the first failure and
+    /// back on the first success.
+    pub fn record<T>(&self, result: &redis::RedisResult<T>) {
+        let ok = result.is_ok();
+        let was = self.up.swap(ok, Ordering::Relaxed);
+        if was != ok {
+            if ok {
+                tracing::info!("redis reachable again");
+            } else if let Err(e) = result {
+                tracing::warn!(error_kind = ?e.kind(), "redis unreachable; continuing without the shared tier");
+            }
+        }
+        metrics::gauge!("frontdesk_redis_up").set(if ok { 1.0 } else { 0.0 });
+    }
+
+    /// A round trip, for readiness and the health loop.
+    pub async fn ping(&self) -> bool {
+        let mut conn = self.conn();
+        let result: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut conn).await;
+        self.record(&result);
+        result.is_ok()
+    }
+}

@@ -1,0 +1,192 @@
+//! The `frontdesk` binary as a newcomer runs it.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support;
+
+const BIN: &str = env!("CARGO_BIN_EXE_frontdesk");
+
+/// A command with a clean Clerk/Frontdesk environment.
+fn frontdesk(dir: &tempfile::TempDir) -> Command {
+    let mut cmd = Command::new(BIN);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CLERK_")
+            || k.starts_with("FRONTDESK_")
+            || k == "DATABASE_URL"
+            || k == "REDIS_URL"
+        {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.current_dir(dir.path());
+    cmd
+}
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn serve_with_no_keys_runs_the_embedded_default_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Killed(
+        frontdesk(&dir)
+            .args(["serve"])
+            .env("FRONTDESK_EDGE_ADDR", "127.0.0.1:0")
+            .env("FRONTDESK_API_ADDR", "127.0.0.1:0")
+            .env("FRONTDESK_DEV__USERS", "5")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    // Read the banner on a thread: lines until the `Try:` section is complete.
+    let banner = tokio::task::spawn_blocking(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            let done = line.contains("__emulator/sessions");
+            lines.push(line);
+            if done {
+                break;
+            }
+        }
+        lines
+    });
+    let banner = tokio::time::timeout(Duration::from_secs(60), banner)
+        .await
+        .expect("serve prints its banner")
+        .unwrap();
+    let find = |prefix: &str| -> String {
+        banner
+            .iter()
+            .find_map(|l| {
+                l.trim()
+                    .strip_prefix(prefix)
+                    .map(|r| r.split_whitespace().next().unwrap().to_string())
+            })
+            .unwrap_or_else(|| panic!("banner has `{prefix}`: {banner:#?}"))
+    };
+    let edge = find("edge");
+    let api = find("api");
+    let clerk = find("clerk");
+    let token_line = banner
+        .iter()
+        .position(|l| l.starts_with("Demo session token"))
+        .expect("banner has a demo token");
+    let token = banner[token_line + 1].trim();
+    assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+
+    let c = support::http();
+    let r = c
+        .get(format!("{edge}/_frontdesk/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c.get(format!("{api}/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let ready: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(ready["checks"]["store"]["kind"], "sqlite");
+    let r = c.get(format!("{api}/metrics")).send().await.unwrap();
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("frontdesk_http_requests_total")
+    );
+    // The emulator answers with its seeded users.
+    let r = c
+        .get(format!("{clerk}/v1/users?limit=100"))
+        .bearer_auth("sk_test_frontdesk_emulator")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Vec<serde_json::Value>>().await.unwrap().len(), 5);
+    assert!(
+        dir.path().join("frontdesk.db").exists(),
+        "the SQLite default file"
+    );
+
+    sigterm(&child.0);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "serve stops after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn migrate_applies_the_schema_to_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = support::fresh_pg_database().await;
+    let out = frontdesk(&dir)
+        .arg("migrate")
+        .env("DATABASE_URL", &db)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with("postgres: 1 migration(s) applied now"),
+        "{stdout}"
+    );
+    let out = frontdesk(&dir)
+        .arg("migrate")
+        .env("DATABASE_URL", &db)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("postgres: 0 migration(s)"));
+}
+
+#[test]
+fn bad_configuration_fails_at_start_with_the_setting_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = frontdesk(&dir)
+        .arg("migrate")
+        .env("DATABASE_URL", "mysql://nope")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("database_url"), "{stderr}");
+}
+
+#[test]
+fn help_explains_each_subcommand() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = frontdesk(&dir).arg("--help").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for sub in ["serve", "emulator", "migrate"] {
+        assert!(text.contains(sub), "{text}");
+    }
+    let out = frontdesk(&dir).args(["serve", "--help"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("CLERK_SECRET_KEY"));
+}

@@ -1,0 +1,212 @@
+//! Health, readiness, metrics, request ids, logs and graceful shutdown.
+
+use std::time::Duration;
+
+use axum::routing::get;
+use frontdesk::App;
+use frontdesk::config::Secret;
+
+use crate::support::{self, TestApp, http};
+
+#[tokio::test]
+async fn healthz_readyz_and_metrics_on_postgres() {
+    let db = support::fresh_pg_database().await;
+    let app = TestApp::start(support::config(&db, None, "")).await;
+    let c = http();
+
+    let r = c
+        .get(format!("{}/_frontdesk/healthz", app.edge))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["status"], "ok");
+
+    let r = c.get(format!("{}/readyz", app.api)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["checks"]["store"]["kind"], "postgres");
+    assert_eq!(body["checks"]["store"]["status"], "up");
+    assert_eq!(body["checks"]["redis"], "disabled");
+
+    // The api routes are not on the public listener, and unknown paths get JSON 404s.
+    let r = c.get(format!("{}/readyz", app.edge)).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["code"],
+        "not_found"
+    );
+
+    let r = c.get(format!("{}/metrics", app.api)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = r.text().await.unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("frontdesk_http_requests_total{")
+                && l.contains("route=\"/_frontdesk/healthz\"")
+                && l.contains("status=\"200\"")),
+        "{text}"
+    );
+    assert!(text.contains("# TYPE frontdesk_http_requests_total counter"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn readyz_fails_while_the_store_is_down() {
+    let db = support::fresh_pg_database().await;
+    let app = TestApp::start(support::config(&db, None, "")).await;
+    support::set_pg_database_reachable(&db, false).await;
+    let r = http()
+        .get(format!("{}/readyz", app.api))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["checks"]["store"]["status"], "down");
+    support::set_pg_database_reachable(&db, true).await;
+    let r = http()
+        .get(format!("{}/readyz", app.api))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn readyz_reports_redis() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = support::config(&support::sqlite_url(&dir), None, "");
+    config.redis_url = Some(Secret::new(support::redis_url()));
+    config.redis_prefix = support::redis_prefix();
+    let app = TestApp::start(config.clone()).await;
+    let r = http()
+        .get(format!("{}/readyz", app.api))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["checks"]["redis"], "up");
+    assert_eq!(body["checks"]["store"]["kind"], "sqlite");
+    app.stop().await;
+
+    // Redis configured but unreachable: still ready (degraded), unless required.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    drop(dead);
+    config.redis_url = Some(Secret::new(format!("redis://127.0.0.1:{dead_port}")));
+    let app = TestApp::start(config.clone()).await;
+    let r = http()
+        .get(format!("{}/readyz", app.api))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["checks"]["redis"],
+        "down"
+    );
+    app.stop().await;
+
+    config.readyz_require_redis = true;
+    let app = TestApp::start(config).await;
+    let r = http()
+        .get(format!("{}/readyz", app.api))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn request_ids_are_propagated_and_logged() {
+    let logs = support::logs();
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::start(support::config(&support::sqlite_url(&dir), None, "")).await;
+    let c = http();
+    let given = format!("test-{}", support::unique());
+    let r = c
+        .get(format!("{}/_frontdesk/healthz", app.edge))
+        .header("x-request-id", &given)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"], given.as_str());
+
+    // None given: one is generated. An unusable one (too long) is replaced.
+    let r = c.get(format!("{}/readyz", app.api)).send().await.unwrap();
+    let generated = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_eq!(generated.len(), 36, "a UUID: {generated}");
+    let long = "x".repeat(200);
+    let r = c
+        .get(format!("{}/_frontdesk/healthz", app.edge))
+        .header("x-request-id", &long)
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(r.headers()["x-request-id"], long.as_str());
+
+    let text = logs.text();
+    let line = text
+        .lines()
+        .find(|l| l.contains(&given))
+        .expect("a log line carries the request id");
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["span"]["request_id"], given.as_str());
+    assert_eq!(v["span"]["path"], "/_frontdesk/healthz");
+    assert_eq!(v["status"], 200);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn graceful_shutdown_lets_in_flight_requests_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::build(support::config(&support::sqlite_url(&dir), None, ""))
+        .await
+        .unwrap();
+    let (entered_tx, entered_rx) = tokio::sync::oneshot::channel::<()>();
+    let entered_tx = std::sync::Mutex::new(Some(entered_tx));
+    let entered_tx = std::sync::Arc::new(entered_tx);
+    let server = TestApp::serve(app, move |edge| {
+        edge.route(
+            "/slow",
+            get(move || {
+                let tx = entered_tx.lock().unwrap().take();
+                async move {
+                    if let Some(tx) = tx {
+                        let _ = tx.send(());
+                    }
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    "finished"
+                }
+            }),
+        )
+    })
+    .await;
+    let url = format!("{}/slow", server.edge);
+    let in_flight = tokio::spawn(async move { http().get(url).send().await });
+    entered_rx.await.unwrap();
+    let edge = server.edge.clone();
+    server.shutdown.cancel();
+    let response = in_flight.await.unwrap().unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "finished");
+    server.task.await.unwrap().unwrap();
+    // After shutdown the listener is closed.
+    assert!(
+        http()
+            .get(format!("{edge}/_frontdesk/healthz"))
+            .send()
+            .await
+            .is_err()
+    );
+}

@@ -1,0 +1,210 @@
+//! The test ground. Tests need real Postgres and real Redis: their URLs come from
+//! `FRONTDESK_TEST_DATABASE_URL` and `FRONTDESK_TEST_REDIS_URL`, which `scripts/test`
+//! sets after starting both. A test that needs them and finds them missing fails
+//! loudly rather than passing.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use frontdesk::config::{Config, LogFormat, Secret};
+use frontdesk::{App, Listeners};
+use frontdesk_emulator::{Emulator, EmulatorConfig, RunningEmulator};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+const HOW: &str = "run the tests with ./scripts/test, which starts Postgres and Redis";
+
+pub fn pg_admin_url() -> String {
+    std::env::var("FRONTDESK_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| panic!("FRONTDESK_TEST_DATABASE_URL is not set: {HOW}"))
+}
+
+pub fn redis_url() -> String {
+    std::env::var("FRONTDESK_TEST_REDIS_URL")
+        .unwrap_or_else(|_| panic!("FRONTDESK_TEST_REDIS_URL is not set: {HOW}"))
+}
+
+/// A unique suffix for database names and key prefixes.
+pub fn unique() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..16].to_string()
+}
+
+/// `url` with its database name replaced.
+pub fn with_database(url: &str, db: &str) -> String {
+    let (base, rest) = url.rsplit_once('/').expect("database URL has a path");
+    let query = rest
+        .split_once('?')
+        .map(|(_, q)| format!("?{q}"))
+        .unwrap_or_default();
+    format!("{base}/{db}{query}")
+}
+
+/// A fresh, empty Postgres database of this test's own. `scripts/test` drops leftovers
+/// (named `fdtest_*`) at the start of the next run.
+pub async fn fresh_pg_database() -> String {
+    let admin = pg_admin_url();
+    let name = format!("fdtest_{}", unique());
+    let pool = sqlx::PgPool::connect(&admin).await.unwrap_or_else(|e| {
+        panic!("cannot reach Postgres at FRONTDESK_TEST_DATABASE_URL ({e}): {HOW}")
+    });
+    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+        .execute(&pool)
+        .await
+        .expect("create test database");
+    pool.close().await;
+    with_database(&admin, &name)
+}
+
+/// Makes a test database unreachable (as if its server went away) or reachable again,
+/// without touching other tests' databases.
+pub async fn set_pg_database_reachable(url: &str, reachable: bool) {
+    let db = url
+        .rsplit_once('/')
+        .unwrap()
+        .1
+        .split('?')
+        .next()
+        .unwrap()
+        .to_string();
+    let pool = sqlx::PgPool::connect(&pg_admin_url()).await.unwrap();
+    sqlx::query(&format!(
+        "ALTER DATABASE \"{db}\" WITH ALLOW_CONNECTIONS {}",
+        if reachable { "true" } else { "false" }
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
+    if !reachable {
+        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()")
+            .bind(&db)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    pool.close().await;
+}
+
+pub fn sqlite_url(dir: &tempfile::TempDir) -> String {
+    format!("sqlite://{}/frontdesk.db", dir.path().display())
+}
+
+pub fn redis_prefix() -> String {
+    format!("fdtest:{}:", unique())
+}
+
+/// The configuration of a test instance: listeners on port 0, the given store, no
+/// Redis, Clerk pointed at `emulator` when given.
+pub fn config(database_url: &str, emulator: Option<&RunningEmulator>, secret: &str) -> Config {
+    let mut c = Config::default();
+    c.edge_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+    c.api_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+    c.database_url = Secret::new(database_url);
+    c.database_max_connections = 8;
+    c.log_format = LogFormat::Json;
+    c.shutdown_grace_ms = 5_000;
+    if let Some(emu) = emulator {
+        c.clerk.api_url = emu.url.clone();
+        c.clerk.secret_key = Some(Secret::new(secret));
+    }
+    c
+}
+
+pub async fn emulator(users: usize) -> (Emulator, RunningEmulator) {
+    let emu = Emulator::new(EmulatorConfig {
+        users,
+        ..EmulatorConfig::default()
+    })
+    .unwrap();
+    let running = emu
+        .clone()
+        .spawn(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
+    (emu, running)
+}
+
+/// One Frontdesk instance serving in this process.
+pub struct TestApp {
+    pub edge: String,
+    pub api: String,
+    pub shutdown: CancellationToken,
+    pub task: tokio::task::JoinHandle<frontdesk::Result<()>>,
+}
+
+impl TestApp {
+    pub async fn start(config: Config) -> TestApp {
+        let app = App::build(config).await.expect("build app");
+        Self::serve(app, |r| r).await
+    }
+
+    /// Serves `app`, letting the test add routes to the edge router (as an embedding
+    /// Rust app would).
+    pub async fn serve(app: App, edge: impl FnOnce(axum::Router) -> axum::Router) -> TestApp {
+        let listeners = Listeners {
+            edge: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            api: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        };
+        let edge_url = format!("http://{}", listeners.edge.local_addr().unwrap());
+        let api_url = format!("http://{}", listeners.api.local_addr().unwrap());
+        let shutdown = CancellationToken::new();
+        let edge_router = edge(app.edge_router());
+        let api_router = app.api_router();
+        let task =
+            tokio::spawn(app.serve_routers(listeners, edge_router, api_router, shutdown.clone()));
+        TestApp {
+            edge: edge_url,
+            api: api_url,
+            shutdown,
+            task,
+        }
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder().build().unwrap()
+}
+
+/// Log lines written by any instance in this test process (JSON, one per line). The
+/// subscriber is process-wide, so a test finds its own lines by its request id.
+#[derive(Clone, Default)]
+pub struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
+
+impl CapturedLogs {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl Write for CapturedLogs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+pub fn logs() -> CapturedLogs {
+    static LOGS: OnceLock<CapturedLogs> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = CapturedLogs::default();
+        let writer = logs.clone();
+        tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_env_filter("info")
+            .with_writer(move || writer.clone())
+            .init();
+        logs
+    })
+    .clone()
+}
