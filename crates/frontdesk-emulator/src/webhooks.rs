@@ -15,7 +15,7 @@ use axum::routing::get;
 use parking_lot::Mutex;
 use serde::Serialize;
 use serde_json::{Value, json};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::knobs::WebhookTarget;
 use crate::{Emulator, svix};
@@ -67,6 +67,8 @@ struct Job {
 /// Shared between the emulator and its delivery worker.
 struct Log {
     deliveries: Mutex<Vec<Delivery>>,
+    /// Bumped on every change, so callers can wait for deliveries to settle.
+    changed: watch::Sender<u64>,
 }
 
 impl Log {
@@ -74,6 +76,14 @@ impl Log {
         if let Some(d) = self.deliveries.lock().get_mut(index) {
             f(d);
         }
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    fn pending(&self) -> bool {
+        self.deliveries
+            .lock()
+            .iter()
+            .any(|d| d.status == DeliveryStatus::Pending)
     }
 }
 
@@ -98,6 +108,7 @@ impl Dispatcher {
         Self {
             log: Arc::new(Log {
                 deliveries: Mutex::new(Vec::new()),
+                changed: watch::Sender::new(0),
             }),
             tx,
             rx: Mutex::new(Some(rx)),
@@ -167,6 +178,16 @@ impl Dispatcher {
 
     pub fn list(&self) -> Vec<Delivery> {
         self.log.deliveries.lock().clone()
+    }
+
+    /// Resolves once no delivery is pending (delivered or failed for good).
+    pub async fn settled(&self) {
+        let mut rx = self.log.changed.subscribe();
+        while self.log.pending() {
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
     }
 }
 
@@ -273,6 +294,12 @@ impl Emulator {
         self.inner
             .hooks
             .enqueue(target, event_type, msg_id, body, now);
+    }
+
+    /// Resolves once every webhook emitted so far is delivered or has failed for good
+    /// (tests await this instead of sleeping).
+    pub async fn webhooks_settled(&self) {
+        self.inner.hooks.settled().await;
     }
 
     /// Deliveries so far, oldest first.
