@@ -1,7 +1,11 @@
 //! The one integration-test binary of the `frontdesk` crate. Each module is a
 //! capability; `support` holds the test ground (a private Postgres database and Redis
 //! key prefix per test, listeners on port 0).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::field_reassign_with_default
+)]
 
 mod support;
 

@@ -110,6 +110,7 @@ pub fn config(database_url: &str, emulator: Option<&RunningEmulator>, secret: &s
     c
 }
 
+#[allow(dead_code)]
 pub async fn emulator(users: usize) -> (Emulator, RunningEmulator) {
     let emu = Emulator::new(EmulatorConfig {
         users,
