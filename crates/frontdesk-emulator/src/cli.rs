@@ -159,3 +159,62 @@ async fn shutdown_signal() {
         () = term => {},
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        args: EmulatorArgs,
+    }
+
+    #[test]
+    fn rate_limit_flag_parses_requests_per_window() {
+        assert_eq!(
+            parse_rate_limit("100/10000"),
+            Ok(RateLimit {
+                requests: 100,
+                window_ms: 10_000
+            })
+        );
+        assert!(parse_rate_limit("100").is_err());
+        assert!(parse_rate_limit("0/10").is_err());
+        assert!(parse_rate_limit("x/10").is_err());
+    }
+
+    #[test]
+    fn flags_build_the_config() {
+        let w = Wrapper::try_parse_from([
+            "emulator",
+            "--addr",
+            "127.0.0.1:0",
+            "--users",
+            "7",
+            "--rate-limit",
+            "5/1000",
+            "--latency-ms",
+            "3",
+            "--webhook-url",
+            "http://127.0.0.1:1/hook",
+            "--webhook-secret",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        ]);
+        let cfg = match w {
+            Ok(w) => w.args.config(),
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(cfg.users, 7);
+        assert_eq!(cfg.secret_key, DEFAULT_SECRET_KEY);
+        assert_eq!(cfg.latency.fixed_ms, 3);
+        assert_eq!(cfg.rate_limit.map(|r| r.requests), Some(5));
+        assert_eq!(
+            cfg.webhook.map(|w| w.url).as_deref(),
+            Some("http://127.0.0.1:1/hook")
+        );
+        // A webhook URL without its secret is refused.
+        assert!(Wrapper::try_parse_from(["emulator", "--webhook-url", "http://x/"]).is_err());
+    }
+}

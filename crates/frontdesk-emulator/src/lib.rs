@@ -6,6 +6,17 @@
 //! Clerk's v2 claims, sends Svix-signed webhooks, and has knobs for latency, errors and
 //! rate limits plus per-endpoint call counters under `/__emulator/...`.
 //!
+//! Backend API (bearer = secret key; Clerk's `ClerkErrors` on failure):
+//! `GET|POST /v1/users`, `GET /v1/users/count`, `GET|PATCH|DELETE /v1/users/{user_id}`,
+//! `PATCH|PUT /v1/users/{user_id}/metadata`, `GET /v1/users/{user_id}/organization_memberships`,
+//! `GET /v1/organizations`, `GET /v1/organizations/{id_or_slug}`,
+//! `GET /v1/organizations/{id_or_slug}/memberships`, `GET /v1/jwks`.
+//!
+//! Test controls (no auth): `GET /__emulator` (ids, kid), `POST /__emulator/sessions`,
+//! `POST /__emulator/sessions/{sid}/revoke`, `GET /__emulator/jwt_key` (PEM),
+//! `GET /__emulator/jwks`, `GET /__emulator/stats`, `POST /__emulator/reset`,
+//! `GET|POST /__emulator/config`, `GET /__emulator/webhooks`.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), frontdesk_emulator::Error> {
 //! use frontdesk_emulator::{Emulator, EmulatorConfig, MintSession};

@@ -21,11 +21,13 @@ impl Params {
         Self(out)
     }
 
-    /// Every value of `key` (array parameters; `key[]` is accepted too).
+    /// Every value of `key` (array parameters). Like Clerk, only repeated plain keys
+    /// count: `key[]=…`/`key[0]=…` are unknown parameters and ignored, and a
+    /// comma-joined value is one value (Clerk documents neither form).
     pub fn all(&self, key: &str) -> Vec<String> {
         self.0
             .iter()
-            .filter(|(k, _)| k == key || k.strip_suffix("[]") == Some(key))
+            .filter(|(k, _)| k == key)
             .map(|(_, v)| v.clone())
             .filter(|v| !v.is_empty())
             .collect()

@@ -214,10 +214,10 @@ impl User {
     }
 
     /// Does the free-text `query` match (partial, case-insensitive) any identifier or name?
-    fn matches_query(&self, q: &str) -> bool {
-        let q = q.to_lowercase();
+    fn matches_query(&self, query: &str) -> bool {
+        let q = query.to_lowercase();
         let hit = |s: &str| s.to_lowercase().contains(&q);
-        self.id == q
+        self.id == query
             || self.emails.iter().any(|e| hit(&e.value))
             || self.phones.iter().any(|p| hit(&p.value))
             || self.username.as_deref().is_some_and(hit)

@@ -49,6 +49,10 @@ async fn stats_are_keyed_by_route_template_and_reset() {
     let (s, body) = c.get("/v1/no/such/thing").await;
     assert_eq!(s, 404);
     clerk_error(&body, "resource_not_found");
+    let res = c.api(Method::PUT, "/v1/users/count").send().await.unwrap();
+    let (s, body) = read(res).await;
+    assert_eq!(s, 405);
+    clerk_error(&body, "method_not_allowed");
 
     let (s, stats) = read(c.http.get(c.url("/__emulator/stats")).send().await.unwrap()).await;
     assert_eq!(s, 200);
@@ -60,10 +64,11 @@ async fn stats_are_keyed_by_route_template_and_reset() {
             "GET /v1/users/count": 1,
             "GET /v1/jwks": 1,
             "GET {unmatched}": 1,
-        }, "total": 7})
+            "PUT /v1/users/count": 1,
+        }, "total": 8})
     );
     // Control calls are not counted.
-    assert_eq!(c.emu.stats().total, 7);
+    assert_eq!(c.emu.stats().total, 8);
 
     let res = c
         .http

@@ -159,6 +159,18 @@ async fn list_filters_email_username_external_id_phone_query() {
     assert_eq!(ids(&l), vec![id.clone()]);
     let (_, l) = c.get("/v1/users?query=.6%40example").await;
     assert_eq!(ids(&l), vec![id.clone()]);
+    let (_, l) = c.get(&format!("/v1/users?query={id}")).await;
+    assert_eq!(ids(&l), vec![id.clone()]);
+    // Bracket and comma forms are not Clerk's array syntax: the filter is ignored / no match.
+    let (_, l) = c.get(&format!("/v1/users?user_id[0]={id}&limit=100")).await;
+    assert_eq!(l.as_array().unwrap().len(), 30);
+    let (_, l) = c
+        .get(&format!(
+            "/v1/users?user_id={id},{}",
+            Emulator::seed_user_id(7)
+        ))
+        .await;
+    assert_eq!(ids(&l), Vec::<String>::new());
     // Filters combine with AND.
     let (_, l) = c
         .get(&format!(
