@@ -14,13 +14,17 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::limit::RequestBodyLimitLayer;
 
+use crate::bus::{self, Bus, BusEvent};
 use crate::clock::{self, SharedClock};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::ops;
+use crate::proxy::{self, ReadCache};
 use crate::redis_link::RedisLink;
 use crate::store::Store;
 use crate::telemetry;
+use crate::upstream::{self, ClerkClient};
+use crate::users::{self, UserCache};
 
 /// Everything a handler may need. Cheap to clone; no globals, so two instances can run
 /// side by side in one test process.
@@ -31,6 +35,14 @@ pub struct AppState {
     pub redis: Option<Arc<RedisLink>>,
     pub clock: SharedClock,
     pub prometheus: Option<PrometheusHandle>,
+    /// Cross-instance invalidations (Redis pub/sub; inert without Redis).
+    pub bus: Arc<Bus>,
+    /// The Clerk Backend API client; `None` only when no secret key is configured.
+    pub clerk: Option<Arc<ClerkClient>>,
+    /// The tiered user cache (needs `clerk`).
+    pub users: Option<UserCache>,
+    /// The Backend API proxy's read cache (needs `clerk`).
+    pub proxy_reads: Option<Arc<ReadCache>>,
 }
 
 /// Listeners bound by the caller: the binary binds the configured addresses, tests bind
@@ -93,6 +105,20 @@ impl App {
             None => None,
         };
         metrics::gauge!("frontdesk_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+        let bus = Arc::new(Bus::new(redis.clone()));
+        let clerk = upstream::from_config(&config, clock.clone())?;
+        let users = clerk.as_ref().map(|c| {
+            UserCache::new(
+                c.clone(),
+                redis.clone(),
+                bus.clone(),
+                config.cache.clone(),
+                clock.clone(),
+            )
+        });
+        let proxy_reads = clerk
+            .as_ref()
+            .map(|_| Arc::new(ReadCache::new(config.cache.clone(), clock.clone())));
         Ok(Self {
             state: AppState {
                 config: Arc::new(config),
@@ -100,6 +126,10 @@ impl App {
                 redis,
                 clock,
                 prometheus: telemetry::prometheus(),
+                bus,
+                clerk,
+                users,
+                proxy_reads,
             },
         })
     }
@@ -116,7 +146,10 @@ impl App {
 
     /// The internal listener's routes.
     pub fn api_router(&self) -> Router {
-        let router = Router::new().merge(ops::api_router());
+        let router = Router::new()
+            .merge(ops::api_router())
+            .merge(users::api::router())
+            .merge(proxy::router());
         finish(router, "api", &self.state)
     }
 
@@ -143,6 +176,12 @@ impl App {
         }
         if let Some(redis) = self.state.redis.clone() {
             tokio::spawn(redis_health_loop(redis, background.clone()));
+            tokio::spawn(
+                self.state
+                    .bus
+                    .clone()
+                    .run_subscriber(bus_handler(&self.state), background.clone()),
+            );
         }
         let edge = axum::serve(listeners.edge, edge_router)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned());
@@ -212,10 +251,36 @@ async fn not_found() -> Response {
     Error::not_found("no such route").into_response()
 }
 
+/// Applies other instances' invalidations to this instance's in-process caches.
+fn bus_handler(state: &AppState) -> bus::Handler {
+    let users = state.users.clone();
+    let reads = state.proxy_reads.clone();
+    Arc::new(move |event| match event {
+        BusEvent::UserInvalidated { id } => {
+            if let Some(u) = &users {
+                u.evict_local(&id);
+            }
+        }
+        BusEvent::ProxyNamespaceBumped { namespace } => {
+            if let Some(r) = &reads {
+                r.bump_local(&namespace);
+            }
+        }
+        BusEvent::Resync => {
+            if let Some(u) = &users {
+                u.clear_local();
+            }
+            if let Some(r) = &reads {
+                r.clear_local();
+            }
+        }
+    })
+}
+
 /// Keeps the Redis up/down flag fresh even when no request touches Redis, so stats and
 /// readiness see an outage (and the recovery) within a few seconds.
 async fn redis_health_loop(redis: Arc<RedisLink>, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,

@@ -95,6 +95,66 @@ pub struct Config {
     pub clerk: ClerkConfig,
     /// The embedded Clerk emulator used by `serve` when no secret key is configured.
     pub dev: DevConfig,
+    /// How Frontdesk talks to Clerk's Backend API.
+    pub upstream: UpstreamConfig,
+    /// The tiered user cache and the Backend API proxy's read cache.
+    pub cache: CacheConfig,
+}
+
+/// The Clerk Backend API client.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Requests per window sent to Clerk, shared by every caller in this instance.
+    /// 0: Clerk's own limit for the key (1,000 per 10 s; 100 for `sk_test_` keys).
+    /// `FRONTDESK_UPSTREAM__RATE_LIMIT_REQUESTS`.
+    pub rate_limit_requests: u32,
+    /// The governor's window, in milliseconds. `FRONTDESK_UPSTREAM__RATE_LIMIT_WINDOW_MS`.
+    pub rate_limit_window_ms: u64,
+    /// Calls to Clerk in flight at once. `FRONTDESK_UPSTREAM__MAX_CONCURRENCY`.
+    pub max_concurrency: usize,
+    /// Time one call may take, in milliseconds. `FRONTDESK_UPSTREAM__TIMEOUT_MS`.
+    pub timeout_ms: u64,
+    /// Retries of an idempotent call after a 5xx or a transport failure.
+    /// `FRONTDESK_UPSTREAM__MAX_RETRIES`.
+    pub max_retries: u32,
+    /// First retry delay; doubles per retry, jittered. `FRONTDESK_UPSTREAM__BACKOFF_BASE_MS`.
+    pub backoff_base_ms: u64,
+    /// Largest retry delay. `FRONTDESK_UPSTREAM__BACKOFF_MAX_MS`.
+    pub backoff_max_ms: u64,
+}
+
+/// Cache tiers and freshness.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Users held in the in-process tier (L1). `FRONTDESK_CACHE__L1_MAX_USERS`.
+    pub l1_max_users: u64,
+    /// How long a cached user is fresh, in milliseconds. `FRONTDESK_CACHE__USER_TTL_MS`.
+    pub user_ttl_ms: u64,
+    /// Random spread added to each TTL, as a fraction of it (0.1: up to +10%), so
+    /// entries cached together do not expire together. `FRONTDESK_CACHE__TTL_JITTER`.
+    pub ttl_jitter: f64,
+    /// After the TTL, how long the old entry is served while one refresh runs.
+    /// `FRONTDESK_CACHE__STALE_WHILE_REVALIDATE_MS`.
+    pub stale_while_revalidate_ms: u64,
+    /// After the TTL, how long the old entry is served when Clerk fails or limits us.
+    /// `FRONTDESK_CACHE__STALE_IF_ERROR_MS`.
+    pub stale_if_error_ms: u64,
+    /// How long "no such user" is remembered. `FRONTDESK_CACHE__NOT_FOUND_TTL_MS`.
+    pub not_found_ttl_ms: u64,
+    /// How long misses for different users are gathered into one list call.
+    /// `FRONTDESK_CACHE__BATCH_WINDOW_MS`.
+    pub batch_window_ms: u64,
+    /// Ids per list call (Clerk accepts at most 100). `FRONTDESK_CACHE__BATCH_MAX`.
+    pub batch_max: usize,
+    /// Freshness of other proxied Backend API reads (lists, counts, organizations).
+    /// `FRONTDESK_CACHE__PROXY_TTL_MS`.
+    pub proxy_ttl_ms: u64,
+    /// Freshness of the proxied JWKS. `FRONTDESK_CACHE__JWKS_TTL_MS`.
+    pub jwks_ttl_ms: u64,
+    /// Entries held by the proxy's read cache. `FRONTDESK_CACHE__PROXY_MAX_ENTRIES`.
+    pub proxy_max_entries: u64,
 }
 
 /// Clerk instance settings.
@@ -169,6 +229,28 @@ impl Default for Config {
             dev: DevConfig {
                 users: 25,
                 emulator_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            },
+            upstream: UpstreamConfig {
+                rate_limit_requests: 0,
+                rate_limit_window_ms: 10_000,
+                max_concurrency: 64,
+                timeout_ms: 5_000,
+                max_retries: 2,
+                backoff_base_ms: 100,
+                backoff_max_ms: 2_000,
+            },
+            cache: CacheConfig {
+                l1_max_users: 100_000,
+                user_ttl_ms: 300_000,
+                ttl_jitter: 0.1,
+                stale_while_revalidate_ms: 60_000,
+                stale_if_error_ms: 3_600_000,
+                not_found_ttl_ms: 30_000,
+                batch_window_ms: 2,
+                batch_max: 100,
+                proxy_ttl_ms: 30_000,
+                jwks_ttl_ms: 3_600_000,
+                proxy_max_entries: 10_000,
             },
         }
     }
@@ -325,6 +407,24 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "database_max_connections",
                 reason: "must be at least 1".into(),
+            });
+        }
+        if !(1..=100).contains(&self.cache.batch_max) {
+            return Err(ConfigError::Invalid {
+                key: "cache.batch_max",
+                reason: "must be between 1 and 100 (Clerk's limit per list call)".into(),
+            });
+        }
+        if !(0.0..=1.0).contains(&self.cache.ttl_jitter) {
+            return Err(ConfigError::Invalid {
+                key: "cache.ttl_jitter",
+                reason: "must be between 0 and 1".into(),
+            });
+        }
+        if self.upstream.max_concurrency == 0 || self.upstream.timeout_ms == 0 {
+            return Err(ConfigError::Invalid {
+                key: "upstream",
+                reason: "max_concurrency and timeout_ms must be at least 1".into(),
             });
         }
         if self.redis_prefix.is_empty() {

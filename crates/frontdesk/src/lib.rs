@@ -3,15 +3,20 @@
 //! so the binary and the tests start it the same way.
 
 pub mod app;
+pub mod bus;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod devmode;
 pub mod error;
+pub mod json;
 pub mod ops;
+pub mod proxy;
 pub mod redis_link;
 pub mod store;
 pub mod telemetry;
+pub mod upstream;
+pub mod users;
 
 pub use app::{App, AppState, Listeners, run};
 pub use config::Config;

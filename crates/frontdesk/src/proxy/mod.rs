@@ -1,0 +1,249 @@
+//! The drop-in caching proxy for Clerk's Backend API, at `<api listener>/clerk/v1/…`.
+//! An app sets `CLERK_API_URL=http://<api listener>/clerk` and its unchanged official
+//! SDK gets caching, coalescing and rate-limit safety.
+//!
+//! - The caller's bearer must be the configured secret key (401 in Clerk's error
+//!   shape otherwise, and Clerk never sees the request).
+//! - `GET /v1/users/{id}` and `GET /v1/users?user_id=…` (ids with at most
+//!   `limit`/`offset`/`order_by` by creation time) are answered from the tiered user
+//!   cache, so single and list look-ups share entries.
+//! - Other reads are cached in process, keyed by the secret-key scope, the
+//!   `Clerk-API-Version`, the path, the normalized query and the version of the
+//!   resource's namespace; concurrent misses for one key make one call.
+//! - Writes pass through; on success they refresh (or invalidate) the user they
+//!   touched and bump their namespace, before the answer goes back.
+//! - Answers keep Clerk's status, body bytes, `Content-Type` and `Retry-After`, and
+//!   carry `X-Cache: HIT|MISS|STALE|BYPASS`.
+
+mod reads;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+pub use reads::ReadCache;
+
+use crate::app::AppState;
+use crate::upstream::{UpstreamError, UpstreamRequest, UpstreamResponse};
+use crate::users::{CachedUser, Source};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/clerk/v1/{*rest}", any(handle))
+}
+
+pub const X_CACHE: &str = "x-cache";
+
+/// An error in Clerk's own shape, so the SDKs parse it as they would Clerk's.
+pub fn clerk_error(status: StatusCode, code: &str, message: &str, long: &str) -> Response {
+    let body = json!({
+        "errors": [{"message": message, "long_message": long, "code": code, "meta": {}}],
+        "clerk_trace_id": format!("frontdesk-{}", uuid::Uuid::new_v4().simple()),
+    });
+    let mut r = json_response(status, Bytes::from(body.to_string()));
+    r.headers_mut()
+        .insert(X_CACHE, HeaderValue::from_static("BYPASS"));
+    r
+}
+
+fn json_response(status: StatusCode, body: Bytes) -> Response {
+    let mut r = (status, body).into_response();
+    // Exactly `application/json`: the JS SDK compares the header as a whole.
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+pub fn upstream_error_response(e: &UpstreamError) -> Response {
+    match e {
+        UpstreamError::RateLimited { .. } => {
+            let mut r = clerk_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                "Too Many Requests",
+                "Clerk is rate limiting this instance; retry after the given time.",
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(e.retry_after_s()));
+            r
+        }
+        _ => {
+            let mut r = clerk_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream_unavailable",
+                "Clerk is unavailable",
+                "Clerk could not be reached and no cached answer exists; retry shortly.",
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(e.retry_after_s()));
+            r
+        }
+    }
+}
+
+/// Relays Clerk's answer: status, body bytes and the headers that matter.
+pub fn relay(resp: UpstreamResponse, x_cache: &'static str) -> Response {
+    let mut r = (resp.status, resp.body).into_response();
+    r.headers_mut().extend(resp.headers);
+    r.headers_mut()
+        .insert(X_CACHE, HeaderValue::from_static(x_cache));
+    r
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+}
+
+#[tracing::instrument(name = "clerk_proxy", skip_all, fields(method = %method))]
+async fn handle(
+    State(state): State<AppState>,
+    method: Method,
+    Path(rest): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (Some(client), Some(users), Some(reads)) = (
+        state.clerk.clone(),
+        state.users.clone(),
+        state.proxy_reads.clone(),
+    ) else {
+        return clerk_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "upstream_unconfigured",
+            "No Clerk instance configured",
+            "Set CLERK_SECRET_KEY to use the Backend API proxy.",
+        );
+    };
+    let authorized = bearer(&headers)
+        .map(|b| bool::from(b.as_bytes().ct_eq(client.secret().expose().as_bytes())))
+        .unwrap_or(false);
+    if !authorized {
+        metrics::counter!("frontdesk_proxy_requests_total", "outcome" => "unauthorized")
+            .increment(1);
+        return clerk_error(
+            StatusCode::UNAUTHORIZED,
+            "authentication_invalid",
+            "Invalid authentication",
+            "The bearer token is not this instance's secret key.",
+        );
+    }
+    let path = format!("/v1/{rest}");
+    let query = uri.query().unwrap_or("");
+    let api_version = headers
+        .get("clerk-api-version")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+
+    if method == Method::GET {
+        let segs: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
+        match segs.as_slice() {
+            ["users", id] if *id != "count" && query.is_empty() => {
+                return single_user(&users, id).await;
+            }
+            ["users"] => {
+                if let Some(resp) = reads::user_list_from_cache(&users, query).await {
+                    return resp;
+                }
+            }
+            _ => {}
+        }
+        return reads
+            .get(&client, &path, query, api_version, client.secret().expose())
+            .await;
+    }
+
+    // Writes (and anything else) pass through, then invalidate what they touched.
+    let path_and_query = if query.is_empty() {
+        path.clone()
+    } else {
+        format!("{path}?{query}")
+    };
+    let req = UpstreamRequest {
+        method: method.clone(),
+        path_and_query,
+        api_version,
+        content_type: headers.get(header::CONTENT_TYPE).cloned(),
+        body,
+    };
+    match client.send(req).await {
+        Ok(resp) => {
+            if resp.status.is_success() && method != Method::HEAD && method != Method::OPTIONS {
+                invalidate_after_write(&state, &users, &reads, &rest, &resp).await;
+            }
+            relay(resp, "BYPASS")
+        }
+        Err(e) => upstream_error_response(&e),
+    }
+}
+
+async fn single_user(users: &crate::users::UserCache, id: &str) -> Response {
+    match users.get(id).await {
+        Ok(lookup) => match lookup.user {
+            Some(u) => {
+                let mut r = json_response(StatusCode::OK, u.raw.clone());
+                r.headers_mut()
+                    .insert(X_CACHE, HeaderValue::from_static(lookup.source.x_cache()));
+                r
+            }
+            None => {
+                let mut r = clerk_error(
+                    StatusCode::NOT_FOUND,
+                    "resource_not_found",
+                    "not found",
+                    "Resource not found",
+                );
+                let x = if lookup.source == Source::Upstream {
+                    "MISS"
+                } else {
+                    lookup.source.x_cache()
+                };
+                r.headers_mut().insert(X_CACHE, HeaderValue::from_static(x));
+                r
+            }
+        },
+        Err(e) => upstream_error_response(&e),
+    }
+}
+
+/// After a successful write: refresh the user it touched from Clerk's answer when
+/// that answer is the user, otherwise forget the user; void cached reads of the
+/// resource's namespace on every instance.
+async fn invalidate_after_write(
+    state: &AppState,
+    users: &crate::users::UserCache,
+    reads: &Arc<ReadCache>,
+    rest: &str,
+    resp: &UpstreamResponse,
+) {
+    let segs: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
+    if let ["users", id, ..] = segs.as_slice() {
+        let fresh = serde_json::from_slice::<serde_json::Value>(&resp.body)
+            .ok()
+            .filter(|v| v["object"] == "user" && v["id"] == *id && v.get("deleted").is_none());
+        match fresh {
+            Some(_) if segs.len() == 2 || segs.get(2) == Some(&"metadata") => {
+                match CachedUser::parse(resp.body.clone()) {
+                    Ok(user) => users.put(user).await,
+                    Err(_) => users.invalidate(id).await,
+                }
+            }
+            _ => users.invalidate(id).await,
+        }
+    }
+    if let Some(ns) = segs.first() {
+        reads.bump(ns, &state.bus).await;
+    }
+}

@@ -1,0 +1,283 @@
+//! Cached reads of the proxy: the generic read cache (lists, counts, organizations,
+//! JWKS) and user lists answered from the user cache.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use parking_lot::Mutex;
+use sha2::{Digest, Sha256};
+
+use super::{X_CACHE, json_response, relay, upstream_error_response};
+use crate::bus::{Bus, BusEvent};
+use crate::clock::SharedClock;
+use crate::config::CacheConfig;
+use crate::upstream::{ClerkClient, UpstreamError, UpstreamRequest, UpstreamResponse, urlencode};
+
+type FetchResult = Result<UpstreamResponse, UpstreamError>;
+use crate::users::{Source, UserCache};
+
+#[derive(Clone)]
+struct Cached {
+    response: UpstreamResponse,
+    fresh_until_ms: u64,
+}
+
+pub struct ReadCache {
+    entries: moka::future::Cache<String, Cached>,
+    /// Per resource namespace (`users`, `organizations`, …): part of every key, so a
+    /// write voids all of its namespace's reads in O(1).
+    versions: Mutex<HashMap<String, u64>>,
+    inflight: Mutex<HashMap<String, Shared<BoxFuture<'static, FetchResult>>>>,
+    config: CacheConfig,
+    clock: SharedClock,
+}
+
+impl ReadCache {
+    pub fn new(config: CacheConfig, clock: SharedClock) -> Self {
+        let retention = Duration::from_millis(
+            config.proxy_ttl_ms.max(config.jwks_ttl_ms) + config.stale_if_error_ms,
+        );
+        Self {
+            entries: moka::future::Cache::builder()
+                .max_capacity(config.proxy_max_entries)
+                .time_to_live(retention)
+                .build(),
+            versions: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(HashMap::new()),
+            config,
+            clock,
+        }
+    }
+
+    fn version(&self, ns: &str) -> u64 {
+        self.versions.lock().get(ns).copied().unwrap_or(0)
+    }
+
+    /// Voids cached reads of `ns` here and on every other instance.
+    pub async fn bump(&self, ns: &str, bus: &Bus) {
+        self.bump_local(ns);
+        bus.publish(BusEvent::ProxyNamespaceBumped {
+            namespace: ns.to_string(),
+        })
+        .await;
+    }
+
+    pub fn bump_local(&self, ns: &str) {
+        *self.versions.lock().entry(ns.to_string()).or_insert(0) += 1;
+    }
+
+    pub fn clear_local(&self) {
+        self.entries.invalidate_all();
+    }
+
+    pub async fn get(
+        self: &Arc<Self>,
+        client: &Arc<ClerkClient>,
+        path: &str,
+        query: &str,
+        api_version: Option<String>,
+        secret: &str,
+    ) -> Response {
+        let ns = path
+            .trim_start_matches("/v1/")
+            .split('/')
+            .next()
+            .unwrap_or("");
+        let normalized = normalize_query(query);
+        // The secret-key scope is a hash: keys are printable in debugging, secrets not.
+        let scope = hex8(&Sha256::digest(secret.as_bytes()));
+        let key = format!(
+            "{scope}|{}|{ns}@{}|{path}?{normalized}",
+            api_version.as_deref().unwrap_or("-"),
+            self.version(ns)
+        );
+        let now = self.clock.now_ms();
+        let previous = self.entries.get(&key).await;
+        if let Some(c) = &previous {
+            if now < c.fresh_until_ms {
+                metrics::counter!("frontdesk_proxy_requests_total", "outcome" => "hit")
+                    .increment(1);
+                return relay(c.response.clone(), "HIT");
+            }
+        }
+        let path_and_query = if normalized.is_empty() {
+            path.to_string()
+        } else {
+            format!("{path}?{normalized}")
+        };
+        let ttl = if path == "/v1/jwks" {
+            self.config.jwks_ttl_ms
+        } else {
+            self.config.proxy_ttl_ms
+        };
+        let req = UpstreamRequest {
+            api_version,
+            ..UpstreamRequest::get(path_and_query)
+        };
+        let version = self.version(ns);
+        match self.fetch(client, &key, req).await {
+            Ok(resp) if resp.status == StatusCode::OK => {
+                // A write may have bumped the namespace while we fetched: do not
+                // cache an answer that may predate it.
+                if self.version(ns) == version {
+                    self.entries
+                        .insert(
+                            key,
+                            Cached {
+                                response: resp.clone(),
+                                fresh_until_ms: self.clock.now_ms() + ttl,
+                            },
+                        )
+                        .await;
+                }
+                metrics::counter!("frontdesk_proxy_requests_total", "outcome" => "miss")
+                    .increment(1);
+                relay(resp, "MISS")
+            }
+            Ok(resp)
+                if resp.status.is_server_error()
+                    || resp.status == StatusCode::TOO_MANY_REQUESTS =>
+            {
+                match self.stale(&previous, now) {
+                    Some(c) => relay(c.response, "STALE"),
+                    None => relay(resp, "MISS"),
+                }
+            }
+            Ok(resp) => relay(resp, "MISS"),
+            Err(e) => match self.stale(&previous, now) {
+                Some(c) => relay(c.response, "STALE"),
+                None => upstream_error_response(&e),
+            },
+        }
+    }
+
+    fn stale(&self, previous: &Option<Cached>, now: u64) -> Option<Cached> {
+        let c = previous.as_ref()?;
+        (now < c.fresh_until_ms + self.config.stale_if_error_ms).then(|| {
+            metrics::counter!("frontdesk_proxy_requests_total", "outcome" => "stale").increment(1);
+            c.clone()
+        })
+    }
+
+    /// One upstream call per key at a time; concurrent callers share its answer.
+    async fn fetch(
+        self: &Arc<Self>,
+        client: &Arc<ClerkClient>,
+        key: &str,
+        req: UpstreamRequest,
+    ) -> Result<UpstreamResponse, UpstreamError> {
+        let fut = {
+            let mut inflight = self.inflight.lock();
+            if let Some(f) = inflight.get(key) {
+                f.clone()
+            } else {
+                let client = client.clone();
+                let this = self.clone();
+                let owned_key = key.to_string();
+                let task = tokio::spawn(async move {
+                    let result = client.send(req).await;
+                    this.inflight.lock().remove(&owned_key);
+                    result
+                });
+                let fut = async move {
+                    task.await.unwrap_or_else(|e| {
+                        Err(UpstreamError::Unavailable(format!(
+                            "proxy task failed: {e}"
+                        )))
+                    })
+                }
+                .boxed()
+                .shared();
+                inflight.insert(key.to_string(), fut.clone());
+                fut
+            }
+        };
+        fut.await
+    }
+}
+
+fn hex8(bytes: &[u8]) -> String {
+    bytes.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Query pairs decoded, sorted and re-encoded, so `b=2&a=1` and `a=1&b=2` share a key.
+pub fn normalize_query(query: &str) -> String {
+    let mut pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    pairs.sort();
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// `GET /v1/users?user_id=…` answered from the user cache when the query asks only
+/// for ids (plus paging and creation-time order, which the cache can reproduce);
+/// `None` when the query needs Clerk.
+pub async fn user_list_from_cache(users: &UserCache, query: &str) -> Option<Response> {
+    let mut ids: Vec<String> = Vec::new();
+    let mut limit: usize = 10;
+    let mut offset: usize = 0;
+    let mut descending = true;
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        match k.as_ref() {
+            "user_id" => ids.push(v.into_owned()),
+            "limit" => limit = v.parse().ok().filter(|n| (1..=500).contains(n))?,
+            "offset" => offset = v.parse().ok()?,
+            "order_by" => match v.as_ref() {
+                "-created_at" => descending = true,
+                "+created_at" | "created_at" => descending = false,
+                _ => return None,
+            },
+            _ => return None,
+        }
+    }
+    // Clerk answers 422 beyond 100 values; let it say so.
+    if ids.is_empty() || ids.len() > 100 {
+        return None;
+    }
+    ids.sort();
+    ids.dedup();
+    let mut found = Vec::with_capacity(ids.len());
+    let mut x_cache = "HIT";
+    for result in users.get_many(&ids).await {
+        match result {
+            Ok(lookup) => {
+                match lookup.source {
+                    Source::Upstream => x_cache = "MISS",
+                    Source::Stale if x_cache == "HIT" => x_cache = "STALE",
+                    _ => {}
+                }
+                if let Some(u) = lookup.user {
+                    found.push(u);
+                }
+            }
+            Err(e) => return Some(upstream_error_response(&e)),
+        }
+    }
+    found.sort_by_key(|u| (u.summary.created_at, u.summary.id.clone()));
+    if descending {
+        found.reverse();
+    }
+    let mut body = Vec::with_capacity(found.iter().map(|u| u.raw.len() + 1).sum::<usize>() + 2);
+    body.push(b'[');
+    for (i, u) in found.iter().skip(offset).take(limit).enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(&u.raw);
+    }
+    body.push(b']');
+    let mut r = json_response(StatusCode::OK, Bytes::from(body));
+    r.headers_mut()
+        .insert(X_CACHE, HeaderValue::from_static(x_cache));
+    Some(r.into_response())
+}

@@ -1,0 +1,525 @@
+//! The Clerk Backend API client. Every call Frontdesk makes to Clerk goes through one
+//! `ClerkClient`, so one place keeps the instance under Clerk's limits:
+//!
+//! - a rate governor shared by all callers (Clerk allows 1,000 requests per 10 s per
+//!   production instance, 100 per 10 s in development);
+//! - a `429` pauses that endpoint until `Retry-After` has passed: no request is sent to
+//!   it before then, callers get [`UpstreamError::RateLimited`] at once and can answer
+//!   from cache;
+//! - idempotent calls (GET) are retried on 5xx and transport failures with jittered
+//!   exponential backoff; writes are never retried (Clerk's writes are not idempotent);
+//! - bounded concurrency and a per-call timeout;
+//! - calls, errors by status, latency and governor waits counted per endpoint.
+
+mod endpoint;
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use parking_lot::Mutex;
+use serde::Deserialize;
+use tokio::sync::Semaphore;
+
+pub use endpoint::Endpoint;
+
+use crate::clock::SharedClock;
+use crate::config::{Secret, UpstreamConfig};
+
+/// One request to the Backend API, path relative to the API base (`/v1/...`).
+#[derive(Debug, Clone)]
+pub struct UpstreamRequest {
+    pub method: Method,
+    /// Path and query, starting with `/v1/`.
+    pub path_and_query: String,
+    /// The `Clerk-API-Version` to send; the configured one when `None`.
+    pub api_version: Option<String>,
+    pub content_type: Option<HeaderValue>,
+    pub body: Bytes,
+}
+
+impl UpstreamRequest {
+    pub fn get(path_and_query: impl Into<String>) -> Self {
+        Self {
+            method: Method::GET,
+            path_and_query: path_and_query.into(),
+            api_version: None,
+            content_type: None,
+            body: Bytes::new(),
+        }
+    }
+}
+
+/// Clerk's answer, with the headers that matter to callers kept.
+#[derive(Debug, Clone)]
+pub struct UpstreamResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// Headers of Clerk's answer passed back to callers; the rest (connection, length,
+/// encodings) belong to the hop.
+const KEPT_RESPONSE_HEADERS: &[&str] = &["content-type", "retry-after", "x-clerk-trace-id"];
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UpstreamError {
+    /// Clerk said 429 (now or earlier, and the pause has not passed yet).
+    #[error("Clerk is rate limiting {endpoint}; retry in {retry_after_ms} ms")]
+    RateLimited {
+        endpoint: &'static str,
+        retry_after_ms: u64,
+    },
+    /// Clerk could not be reached, timed out, or kept answering 5xx.
+    #[error("Clerk is unavailable ({0})")]
+    Unavailable(String),
+    /// Clerk answered with an unexpected status for a typed call.
+    #[error("Clerk answered {status} to {endpoint}")]
+    Status {
+        endpoint: &'static str,
+        status: u16,
+        body: Bytes,
+    },
+    /// Clerk's answer did not parse as the documented shape.
+    #[error("Clerk's answer to {endpoint} did not parse: {detail}")]
+    Malformed {
+        endpoint: &'static str,
+        detail: String,
+    },
+}
+
+impl UpstreamError {
+    /// Seconds a caller should wait before retrying, for `Retry-After`.
+    pub fn retry_after_s(&self) -> u64 {
+        match self {
+            UpstreamError::RateLimited { retry_after_ms, .. } => {
+                retry_after_ms.div_ceil(1000).max(1)
+            }
+            _ => 1,
+        }
+    }
+}
+
+impl From<UpstreamError> for crate::error::Error {
+    fn from(e: UpstreamError) -> Self {
+        let retry_after_s = Some(e.retry_after_s());
+        crate::error::Error::UpstreamUnavailable {
+            detail: e.to_string(),
+            retry_after_s,
+        }
+    }
+}
+
+/// Calls made, by endpoint, for `/v1/stats`.
+#[derive(Debug, Default)]
+struct Counters {
+    calls: [AtomicU64; Endpoint::COUNT],
+    errors: [AtomicU64; Endpoint::COUNT],
+    rate_limited: AtomicU64,
+}
+
+pub struct ClerkClient {
+    http: reqwest::Client,
+    base: String,
+    secret: Secret,
+    api_version: String,
+    governor: DefaultDirectRateLimiter,
+    paused_until_ms: Mutex<HashMap<Endpoint, u64>>,
+    concurrency: Semaphore,
+    config: UpstreamConfig,
+    clock: SharedClock,
+    counters: Counters,
+}
+
+impl std::fmt::Debug for ClerkClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClerkClient")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Clerk's own limits: 1,000 requests per 10 s for a production instance, 100 for a
+/// development one (`sk_test_` keys).
+pub fn default_rate_limit(secret_key: &str) -> u32 {
+    if secret_key.starts_with("sk_test_") {
+        100
+    } else {
+        1000
+    }
+}
+
+impl ClerkClient {
+    pub fn new(
+        base_url: &str,
+        secret: Secret,
+        api_version: &str,
+        config: UpstreamConfig,
+        clock: SharedClock,
+    ) -> crate::Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_millis(config.timeout_ms))
+            .connect_timeout(Duration::from_millis(config.timeout_ms.min(2_000)))
+            .pool_max_idle_per_host(config.max_concurrency)
+            .user_agent(concat!("frontdesk/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| anyhow::anyhow!("cannot build the HTTP client: {e}"))?;
+        let per_window = match config.rate_limit_requests {
+            0 => default_rate_limit(secret.expose()),
+            n => n,
+        };
+        let burst = NonZeroU32::new(per_window).unwrap_or(NonZeroU32::MIN);
+        let period = Duration::from_millis(config.rate_limit_window_ms.max(1)) / burst.get();
+        let quota = Quota::with_period(period.max(Duration::from_nanos(1)))
+            .ok_or_else(|| anyhow::anyhow!("upstream rate limit period is zero"))?
+            .allow_burst(burst);
+        Ok(Self {
+            http,
+            base: base_url.trim_end_matches('/').to_string(),
+            secret,
+            api_version: api_version.to_string(),
+            governor: RateLimiter::direct(quota),
+            paused_until_ms: Mutex::new(HashMap::new()),
+            concurrency: Semaphore::new(config.max_concurrency.max(1)),
+            config,
+            clock,
+            counters: Counters::default(),
+        })
+    }
+
+    pub fn secret(&self) -> &Secret {
+        &self.secret
+    }
+
+    /// Sends one request, honouring pauses, the governor and the concurrency bound;
+    /// GETs are retried on 5xx and transport failures. Any HTTP answer (including
+    /// 4xx, 429 and a final 5xx) comes back as `Ok` so a proxy can relay it; only
+    /// "not sent" (paused) and "no answer" are errors.
+    pub async fn send(&self, req: UpstreamRequest) -> Result<UpstreamResponse, UpstreamError> {
+        let endpoint = Endpoint::classify(&req.method, path_of(&req.path_and_query));
+        let retryable = req.method == Method::GET || req.method == Method::HEAD;
+        let max_attempts = if retryable {
+            self.config.max_retries + 1
+        } else {
+            1
+        };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            self.check_pause(endpoint)?;
+            let outcome = self.send_once(endpoint, &req).await;
+            let retry = match &outcome {
+                Ok(resp) => resp.status.is_server_error(),
+                Err(UpstreamError::Unavailable(_)) => true,
+                Err(_) => false,
+            };
+            if !retry || attempt >= max_attempts {
+                return outcome;
+            }
+            let backoff = self.backoff(attempt);
+            tracing::debug!(
+                endpoint = endpoint.as_str(),
+                attempt,
+                backoff_ms = backoff.as_millis() as u64,
+                "retrying Clerk call"
+            );
+            tokio::time::sleep(backoff).await;
+        }
+    }
+
+    fn check_pause(&self, endpoint: Endpoint) -> Result<(), UpstreamError> {
+        let now = self.clock.now_ms();
+        let paused = self.paused_until_ms.lock().get(&endpoint).copied();
+        match paused {
+            Some(until) if until > now => {
+                self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("frontdesk_upstream_paused_total", "endpoint" => endpoint.as_str()).increment(1);
+                Err(UpstreamError::RateLimited {
+                    endpoint: endpoint.as_str(),
+                    retry_after_ms: until - now,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Jittered exponential backoff: base × 2^(attempt-1), capped, then a random
+    /// point in its upper half so retries from many callers spread out.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self
+            .config
+            .backoff_base_ms
+            .saturating_mul(1u64 << (attempt - 1).min(16))
+            .min(self.config.backoff_max_ms);
+        let jittered = exp / 2 + rand::random_range(0..=exp / 2);
+        Duration::from_millis(jittered)
+    }
+
+    async fn send_once(
+        &self,
+        endpoint: Endpoint,
+        req: &UpstreamRequest,
+    ) -> Result<UpstreamResponse, UpstreamError> {
+        let _permit = self
+            .concurrency
+            .acquire()
+            .await
+            .map_err(|_| UpstreamError::Unavailable("client closed".into()))?;
+        let waited = Instant::now();
+        self.governor.until_ready().await;
+        metrics::histogram!("frontdesk_upstream_governor_wait_seconds", "endpoint" => endpoint.as_str())
+            .record(waited.elapsed().as_secs_f64());
+        // Waiting may have outlasted a pause set meanwhile by another caller's 429.
+        self.check_pause(endpoint)?;
+
+        let url = format!("{}{}", self.base, req.path_and_query);
+        let mut builder = self
+            .http
+            .request(req.method.clone(), &url)
+            .header(
+                header::AUTHORIZATION,
+                format!("Bearer {}", self.secret.expose()),
+            )
+            .header(
+                "clerk-api-version",
+                req.api_version.as_deref().unwrap_or(&self.api_version),
+            );
+        if let Some(ct) = &req.content_type {
+            builder = builder.header(header::CONTENT_TYPE, ct.clone());
+        }
+        if !req.body.is_empty() || req.method == Method::POST || req.method == Method::PATCH {
+            builder = builder.body(req.body.clone());
+        }
+        let idx = endpoint.index();
+        self.counters.calls[idx].fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let result = builder.send().await;
+        let elapsed = started.elapsed().as_secs_f64();
+        metrics::histogram!("frontdesk_upstream_request_duration_seconds", "endpoint" => endpoint.as_str())
+            .record(elapsed);
+        let response = match result {
+            Ok(r) => r,
+            Err(e) => {
+                self.counters.errors[idx].fetch_add(1, Ordering::Relaxed);
+                let kind = if e.is_timeout() {
+                    "timeout"
+                } else if e.is_connect() {
+                    "connect"
+                } else {
+                    "transport"
+                };
+                metrics::counter!("frontdesk_upstream_requests_total", "endpoint" => endpoint.as_str(), "status" => kind)
+                    .increment(1);
+                // reqwest's error text holds the URL only, never headers.
+                return Err(UpstreamError::Unavailable(format!(
+                    "{kind}: {}",
+                    e.without_url()
+                )));
+            }
+        };
+        let status = response.status();
+        metrics::counter!("frontdesk_upstream_requests_total", "endpoint" => endpoint.as_str(), "status" => status.as_u16().to_string())
+            .increment(1);
+        let mut headers = HeaderMap::new();
+        for name in KEPT_RESPONSE_HEADERS {
+            if let Some(v) = response.headers().get(*name) {
+                headers.insert(*name, v.clone());
+            }
+        }
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| UpstreamError::Unavailable(format!("body: {}", e.without_url())))?;
+        if !status.is_success() {
+            self.counters.errors[idx].fetch_add(1, Ordering::Relaxed);
+        }
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            let secs = headers
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .unwrap_or(1);
+            let until = self.clock.now_ms() + secs * 1000;
+            let mut paused = self.paused_until_ms.lock();
+            let slot = paused.entry(endpoint).or_insert(0);
+            *slot = (*slot).max(until);
+            drop(paused);
+            tracing::warn!(
+                endpoint = endpoint.as_str(),
+                retry_after_s = secs,
+                "Clerk answered 429; pausing this endpoint"
+            );
+        }
+        Ok(UpstreamResponse {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// `GET /v1/users?user_id=…` for at most 100 ids: each user Clerk returned, as its
+    /// own byte-faithful JSON object, by id. Ids Clerk does not know are absent.
+    pub async fn list_users_by_ids(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<(String, Bytes)>, UpstreamError> {
+        let endpoint = Endpoint::ListUsers.as_str();
+        let mut path = String::from("/v1/users?");
+        for id in ids {
+            path.push_str("user_id=");
+            path.push_str(&urlencode(id));
+            path.push('&');
+        }
+        path.push_str(&format!("limit={}", ids.len().clamp(1, 500)));
+        let resp = self.send(UpstreamRequest::get(path)).await?;
+        if resp.status.is_server_error() {
+            return Err(UpstreamError::Unavailable(format!(
+                "status {}",
+                resp.status
+            )));
+        }
+        if resp.status == StatusCode::TOO_MANY_REQUESTS {
+            return Err(UpstreamError::RateLimited {
+                endpoint,
+                retry_after_ms: retry_after_ms(&resp.headers),
+            });
+        }
+        if !resp.status.is_success() {
+            return Err(UpstreamError::Status {
+                endpoint,
+                status: resp.status.as_u16(),
+                body: resp.body,
+            });
+        }
+        split_user_array(&resp.body).map_err(|detail| UpstreamError::Malformed { endpoint, detail })
+    }
+
+    /// `GET /v1/jwks`.
+    pub async fn jwks(&self) -> Result<serde_json::Value, UpstreamError> {
+        let endpoint = Endpoint::Jwks.as_str();
+        let resp = self.send(UpstreamRequest::get("/v1/jwks")).await?;
+        if resp.status == StatusCode::TOO_MANY_REQUESTS {
+            return Err(UpstreamError::RateLimited {
+                endpoint,
+                retry_after_ms: retry_after_ms(&resp.headers),
+            });
+        }
+        if resp.status.is_server_error() {
+            return Err(UpstreamError::Unavailable(format!(
+                "status {}",
+                resp.status
+            )));
+        }
+        if !resp.status.is_success() {
+            return Err(UpstreamError::Status {
+                endpoint,
+                status: resp.status.as_u16(),
+                body: resp.body,
+            });
+        }
+        serde_json::from_slice(&resp.body).map_err(|e| UpstreamError::Malformed {
+            endpoint,
+            detail: e.to_string(),
+        })
+    }
+
+    /// Calls sent so far, by endpoint label, for `/v1/stats`.
+    pub fn calls_by_endpoint(&self) -> Vec<(&'static str, u64, u64)> {
+        Endpoint::ALL
+            .iter()
+            .map(|e| {
+                let i = e.index();
+                (
+                    e.as_str(),
+                    self.counters.calls[i].load(Ordering::Relaxed),
+                    self.counters.errors[i].load(Ordering::Relaxed),
+                )
+            })
+            .filter(|(_, calls, _)| *calls > 0)
+            .collect()
+    }
+
+    pub fn total_calls(&self) -> u64 {
+        self.counters
+            .calls
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Requests refused locally because their endpoint was paused after a 429.
+    pub fn refused_while_paused(&self) -> u64 {
+        self.counters.rate_limited.load(Ordering::Relaxed)
+    }
+}
+
+fn retry_after_ms(headers: &HeaderMap) -> u64 {
+    headers
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(1)
+        * 1000
+}
+
+fn path_of(path_and_query: &str) -> &str {
+    path_and_query.split('?').next().unwrap_or(path_and_query)
+}
+
+/// Percent-encodes a query value (ids are plain, but never trust input).
+pub fn urlencode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[derive(Deserialize)]
+struct IdOnly<'a> {
+    #[serde(borrow)]
+    id: std::borrow::Cow<'a, str>,
+}
+
+/// Splits Clerk's bare JSON array of users into each user's own bytes, unchanged, so
+/// a cached user is byte-for-byte what Clerk sent.
+pub fn split_user_array(body: &[u8]) -> Result<Vec<(String, Bytes)>, String> {
+    let items: Vec<&serde_json::value::RawValue> =
+        serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    items
+        .into_iter()
+        .map(|raw| {
+            let id: IdOnly<'_> = serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
+            Ok((
+                id.id.into_owned(),
+                Bytes::copy_from_slice(raw.get().as_bytes()),
+            ))
+        })
+        .collect()
+}
+
+/// Convenience for building the client from the app's configuration.
+pub fn from_config(
+    config: &crate::Config,
+    clock: SharedClock,
+) -> crate::Result<Option<Arc<ClerkClient>>> {
+    let Some(secret) = config.clerk.secret_key.clone() else {
+        return Ok(None);
+    };
+    Ok(Some(Arc::new(ClerkClient::new(
+        config.clerk_api_base(),
+        secret,
+        &config.clerk.api_version,
+        config.upstream.clone(),
+        clock,
+    )?)))
+}

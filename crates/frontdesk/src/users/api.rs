@@ -1,0 +1,252 @@
+//! The native user API on the api listener: one user, a batch in request order,
+//! warming, eviction, and the cache's figures.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::{CachedUser, UserCache};
+use crate::app::AppState;
+use crate::error::{Error, Result};
+use crate::json::JsonBody;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/users/batch", post(batch))
+        .route("/v1/users/warm", post(warm))
+        .route("/v1/users/{id}", get(one))
+        .route("/v1/cache/users/{id}", delete(evict))
+        .route("/v1/stats", get(stats))
+}
+
+/// How much of a user to return.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Fields {
+    /// id, primary email, username.
+    Minimal,
+    /// minimal plus names, image and public metadata.
+    #[default]
+    Basic,
+    /// Clerk's whole user object.
+    Full,
+}
+
+#[derive(Debug, Deserialize)]
+struct FieldsQuery {
+    #[serde(default)]
+    fields: Option<String>,
+}
+
+fn parse_fields(q: &FieldsQuery) -> Result<Fields> {
+    match q.fields.as_deref() {
+        None => Ok(Fields::Basic),
+        Some("minimal") => Ok(Fields::Minimal),
+        Some("basic") => Ok(Fields::Basic),
+        Some("full") => Ok(Fields::Full),
+        Some(_) => Err(Error::bad_request(
+            "invalid_fields",
+            "fields must be one of minimal, basic, full",
+        )),
+    }
+}
+
+pub fn render(user: &CachedUser, fields: Fields) -> Value {
+    let s = &user.summary;
+    match fields {
+        Fields::Minimal => json!({"id": s.id, "email": s.primary_email, "username": s.username}),
+        Fields::Basic => json!({
+            "id": s.id, "email": s.primary_email, "username": s.username,
+            "first_name": s.first_name, "last_name": s.last_name,
+            "image_url": s.image_url, "public_metadata": s.public_metadata,
+        }),
+        Fields::Full => serde_json::from_slice(&user.raw).unwrap_or(Value::Null),
+    }
+}
+
+fn users_of(state: &AppState) -> Result<&UserCache> {
+    state.users.as_ref().ok_or_else(|| {
+        Error::client(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "upstream_unconfigured",
+            "no Clerk instance is configured",
+        )
+    })
+}
+
+/// Ids are Clerk's (`user_…`): printable, bounded. Anything else is refused before it
+/// reaches a cache key or Clerk.
+fn check_id(id: &str) -> Result<()> {
+    if id.is_empty()
+        || id.len() > 128
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(Error::bad_request("invalid_user_id", "not a Clerk user id"));
+    }
+    Ok(())
+}
+
+async fn one(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<FieldsQuery>,
+) -> Result<Response> {
+    check_id(&id)?;
+    let fields = parse_fields(&q)?;
+    let lookup = users_of(&state)?.get(&id).await?;
+    let user = lookup
+        .user
+        .ok_or_else(|| Error::not_found(format!("no user {id}")))?;
+    let mut r = Json(render(&user, fields)).into_response();
+    if let Ok(v) = lookup.source.x_cache().parse() {
+        r.headers_mut().insert(crate::proxy::X_CACHE, v);
+    }
+    Ok(r)
+}
+
+#[derive(Debug, Deserialize)]
+struct IdsIn {
+    ids: Vec<String>,
+}
+
+/// Largest batch accepted in one request.
+const MAX_BATCH: usize = 10_000;
+
+async fn batch(
+    State(state): State<AppState>,
+    Query(q): Query<FieldsQuery>,
+    JsonBody(body): JsonBody<IdsIn>,
+) -> Result<Json<Value>> {
+    let fields = parse_fields(&q)?;
+    if body.ids.len() > MAX_BATCH {
+        return Err(Error::bad_request(
+            "batch_too_large",
+            format!("at most {MAX_BATCH} ids per request"),
+        ));
+    }
+    for id in &body.ids {
+        check_id(id)?;
+    }
+    let users = users_of(&state)?;
+    // Duplicates are looked up once; answers follow the request's order.
+    let mut unique: Vec<String> = body.ids.clone();
+    unique.sort();
+    unique.dedup();
+    let results = users.get_many(&unique).await;
+    let mut by_id = HashMap::with_capacity(unique.len());
+    for (id, r) in unique.iter().zip(results) {
+        by_id.insert(id.as_str(), r?.user);
+    }
+    let out: Vec<Value> = body
+        .ids
+        .iter()
+        .map(|id| match by_id.get(id.as_str()) {
+            Some(Some(u)) => render(u, fields),
+            _ => Value::Null,
+        })
+        .collect();
+    Ok(Json(json!({ "users": out })))
+}
+
+#[derive(Debug, Serialize)]
+struct WarmOut {
+    requested: usize,
+    found: usize,
+    not_found: usize,
+    failed: usize,
+}
+
+async fn warm(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<IdsIn>,
+) -> Result<Json<WarmOut>> {
+    if body.ids.len() > MAX_BATCH {
+        return Err(Error::bad_request(
+            "batch_too_large",
+            format!("at most {MAX_BATCH} ids per request"),
+        ));
+    }
+    for id in &body.ids {
+        check_id(id)?;
+    }
+    let users = users_of(&state)?;
+    let mut out = WarmOut {
+        requested: body.ids.len(),
+        found: 0,
+        not_found: 0,
+        failed: 0,
+    };
+    for r in users.get_many(&body.ids).await {
+        match r {
+            Ok(l) if l.user.is_some() => out.found += 1,
+            Ok(_) => out.not_found += 1,
+            Err(_) => out.failed += 1,
+        }
+    }
+    Ok(Json(out))
+}
+
+async fn evict(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode> {
+    check_id(&id)?;
+    users_of(&state)?.invalidate(&id).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn ratio(hits: u64, misses: u64) -> f64 {
+    if hits + misses == 0 {
+        0.0
+    } else {
+        hits as f64 / (hits + misses) as f64
+    }
+}
+
+async fn stats(State(state): State<AppState>) -> Json<Value> {
+    let redis = match &state.redis {
+        None => "disabled",
+        Some(r) if r.is_up() => "up",
+        Some(_) => "down",
+    };
+    let cache = state.users.as_ref().map(|u| u.stats());
+    let upstream = state.clerk.as_ref().map(|c| {
+        let by_endpoint: serde_json::Map<String, Value> = c
+            .calls_by_endpoint()
+            .into_iter()
+            .map(|(e, calls, errors)| (e.to_string(), json!({"calls": calls, "errors": errors})))
+            .collect();
+        json!({
+            "calls": c.total_calls(),
+            "refused_while_paused": c.refused_while_paused(),
+            "by_endpoint": by_endpoint,
+        })
+    });
+    let users = cache.map(|s| {
+        json!({
+            "l1": {"entries": s.l1_entries, "hits": s.l1_hits, "misses": s.l1_misses,
+                   "hit_ratio": ratio(s.l1_hits, s.l1_misses)},
+            "l2": {"status": redis, "hits": s.l2_hits, "misses": s.l2_misses, "errors": s.l2_errors,
+                   "hit_ratio": ratio(s.l2_hits, s.l2_misses)},
+            "upstream_loads": s.upstream_loads,
+            "stale_served": s.stale_served,
+            "coalesced_waits": s.coalesced_waits,
+            "batches": s.batches,
+            "batched_ids": s.batched_ids,
+            "invalidations": {"sent": s.invalidations_sent, "received": s.invalidations_received},
+        })
+    });
+    Json(json!({
+        "instance_id": state.bus.instance_id(),
+        "store": state.store.kind(),
+        "redis": redis,
+        "users": users,
+        "upstream": upstream,
+    }))
+}

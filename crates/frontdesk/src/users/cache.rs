@@ -1,0 +1,525 @@
+//! The tiered user cache. See the module header in `users/mod.rs`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use super::batcher::{self, BatchItem, BatchStats};
+use crate::bus::{Bus, BusEvent};
+use crate::clock::SharedClock;
+use crate::config::CacheConfig;
+use crate::redis_link::RedisLink;
+use crate::upstream::{ClerkClient, UpstreamError};
+
+/// A Clerk user as cached: Clerk's JSON byte for byte (what the proxy answers) and the
+/// few fields Frontdesk reads itself.
+#[derive(Debug)]
+pub struct CachedUser {
+    pub raw: Bytes,
+    pub summary: UserSummary,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UserSummary {
+    pub id: String,
+    pub username: Option<String>,
+    pub primary_email: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub image_url: Option<String>,
+    pub public_metadata: serde_json::Value,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Deserialize)]
+struct ClerkUserIn {
+    id: String,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    first_name: Option<String>,
+    #[serde(default)]
+    last_name: Option<String>,
+    #[serde(default)]
+    image_url: Option<String>,
+    #[serde(default)]
+    primary_email_address_id: Option<String>,
+    #[serde(default)]
+    email_addresses: Vec<EmailIn>,
+    #[serde(default)]
+    public_metadata: serde_json::Value,
+    #[serde(default)]
+    created_at: i64,
+    #[serde(default)]
+    updated_at: i64,
+}
+
+#[derive(Deserialize)]
+struct EmailIn {
+    id: String,
+    email_address: String,
+}
+
+impl CachedUser {
+    /// Parses Clerk's user JSON, keeping the bytes.
+    pub fn parse(raw: Bytes) -> Result<Self, String> {
+        let u: ClerkUserIn = serde_json::from_slice(&raw).map_err(|e| e.to_string())?;
+        let primary_email = u
+            .primary_email_address_id
+            .as_ref()
+            .and_then(|pid| u.email_addresses.iter().find(|e| &e.id == pid))
+            .or(u.email_addresses.first())
+            .map(|e| e.email_address.clone());
+        Ok(Self {
+            summary: UserSummary {
+                id: u.id,
+                username: u.username,
+                primary_email,
+                first_name: u.first_name,
+                last_name: u.last_name,
+                image_url: u.image_url,
+                public_metadata: u.public_metadata,
+                created_at: u.created_at,
+                updated_at: u.updated_at,
+            },
+            raw,
+        })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.summary.id
+    }
+}
+
+/// Where an answer came from; the proxy reports it as `X-Cache`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    L1,
+    L2,
+    Upstream,
+    /// Past its TTL: served while a refresh runs, or because Clerk failed.
+    Stale,
+}
+
+impl Source {
+    pub fn x_cache(self) -> &'static str {
+        match self {
+            Source::L1 | Source::L2 => "HIT",
+            Source::Upstream => "MISS",
+            Source::Stale => "STALE",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Lookup {
+    /// `None`: Clerk has no such user.
+    pub user: Option<Arc<CachedUser>>,
+    pub source: Source,
+}
+
+#[derive(Clone)]
+struct Entry {
+    user: Option<Arc<CachedUser>>,
+    fresh_until_ms: u64,
+}
+
+type LoadResult = Result<(Entry, Source), UpstreamError>;
+
+#[derive(Debug, Default)]
+struct Counters {
+    l1_hits: AtomicU64,
+    l1_misses: AtomicU64,
+    l2_hits: AtomicU64,
+    l2_misses: AtomicU64,
+    l2_errors: AtomicU64,
+    upstream_loads: AtomicU64,
+    stale_served: AtomicU64,
+    coalesced: AtomicU64,
+    invalidations_sent: AtomicU64,
+    invalidations_received: AtomicU64,
+}
+
+/// Figures for `/v1/stats`.
+#[derive(Debug, Clone, Serialize)]
+pub struct CacheStats {
+    pub l1_entries: u64,
+    pub l1_hits: u64,
+    pub l1_misses: u64,
+    pub l2_hits: u64,
+    pub l2_misses: u64,
+    pub l2_errors: u64,
+    pub upstream_loads: u64,
+    pub stale_served: u64,
+    pub coalesced_waits: u64,
+    pub batches: u64,
+    pub batched_ids: u64,
+    pub invalidations_sent: u64,
+    pub invalidations_received: u64,
+}
+
+#[derive(Clone)]
+pub struct UserCache(Arc<Inner>);
+
+struct Inner {
+    l1: moka::sync::Cache<String, Entry>,
+    redis: Option<Arc<RedisLink>>,
+    bus: Arc<Bus>,
+    batcher: mpsc::UnboundedSender<BatchItem>,
+    inflight: Mutex<HashMap<String, Shared<BoxFuture<'static, LoadResult>>>>,
+    /// Bumped by every invalidation; a load that started before one does not write
+    /// its (possibly older) answer into the caches.
+    epoch: AtomicU64,
+    config: CacheConfig,
+    clock: SharedClock,
+    counters: Counters,
+    batch_stats: Arc<BatchStats>,
+}
+
+impl UserCache {
+    pub fn new(
+        client: Arc<ClerkClient>,
+        redis: Option<Arc<RedisLink>>,
+        bus: Arc<Bus>,
+        config: CacheConfig,
+        clock: SharedClock,
+    ) -> Self {
+        // moka's own TTL only bounds retention; freshness is judged against `clock`.
+        let retention = Duration::from_millis(
+            config.user_ttl_ms
+                + (config.user_ttl_ms as f64 * config.ttl_jitter) as u64
+                + config
+                    .stale_if_error_ms
+                    .max(config.stale_while_revalidate_ms),
+        );
+        let l1 = moka::sync::Cache::builder()
+            .max_capacity(config.l1_max_users)
+            .time_to_live(retention)
+            .build();
+        let batch_stats = Arc::new(BatchStats::default());
+        let batcher = batcher::spawn(
+            client,
+            Duration::from_millis(config.batch_window_ms),
+            config.batch_max,
+            batch_stats.clone(),
+        );
+        Self(Arc::new(Inner {
+            l1,
+            redis,
+            bus,
+            batcher,
+            inflight: Mutex::new(HashMap::new()),
+            epoch: AtomicU64::new(0),
+            config,
+            clock,
+            counters: Counters::default(),
+            batch_stats,
+        }))
+    }
+
+    /// One user: L1, then L2, then Clerk.
+    pub async fn get(&self, id: &str) -> Result<Lookup, UpstreamError> {
+        let inner = &self.0;
+        let now = inner.clock.now_ms();
+        let cached = inner.l1.get(id);
+        if let Some(e) = &cached {
+            if now < e.fresh_until_ms {
+                inner.counters.l1_hits.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("frontdesk_user_cache_hits_total", "tier" => "l1").increment(1);
+                return Ok(Lookup {
+                    user: e.user.clone(),
+                    source: Source::L1,
+                });
+            }
+            if now < e.fresh_until_ms + inner.config.stale_while_revalidate_ms {
+                // Serve the old answer now; one refresh runs behind it.
+                drop(self.load(id));
+                return Ok(self.stale(e));
+            }
+        }
+        inner.counters.l1_misses.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("frontdesk_user_cache_misses_total", "tier" => "l1").increment(1);
+        match self.load(id).await {
+            Ok((entry, source)) => Ok(Lookup {
+                user: entry.user,
+                source,
+            }),
+            Err(err) => match &cached {
+                Some(e) if now < e.fresh_until_ms + inner.config.stale_if_error_ms => {
+                    tracing::warn!(user_id = id, error = %err, "Clerk failed; serving a stale user");
+                    Ok(self.stale(e))
+                }
+                _ => Err(err),
+            },
+        }
+    }
+
+    /// Many users, in the order asked; concurrent misses are batched.
+    pub async fn get_many(&self, ids: &[String]) -> Vec<Result<Lookup, UpstreamError>> {
+        futures::future::join_all(ids.iter().map(|id| self.get(id))).await
+    }
+
+    fn stale(&self, e: &Entry) -> Lookup {
+        self.0.counters.stale_served.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("frontdesk_user_cache_stale_total").increment(1);
+        Lookup {
+            user: e.user.clone(),
+            source: Source::Stale,
+        }
+    }
+
+    /// The shared load of one user. The load runs as its own task, so it completes
+    /// (and leaves the in-flight map) even if every caller gives up waiting.
+    fn load(&self, id: &str) -> Shared<BoxFuture<'static, LoadResult>> {
+        let mut inflight = self.0.inflight.lock();
+        if let Some(f) = inflight.get(id) {
+            self.0.counters.coalesced.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("frontdesk_user_cache_coalesced_total").increment(1);
+            return f.clone();
+        }
+        let this = self.clone();
+        let key = id.to_string();
+        let task = tokio::spawn(async move {
+            let result = this.load_uncoalesced(&key).await;
+            this.0.inflight.lock().remove(&key);
+            result
+        });
+        let fut = async move {
+            task.await.unwrap_or_else(|e| {
+                Err(UpstreamError::Unavailable(format!("load task failed: {e}")))
+            })
+        }
+        .boxed()
+        .shared();
+        inflight.insert(id.to_string(), fut.clone());
+        fut
+    }
+
+    async fn load_uncoalesced(&self, id: &str) -> LoadResult {
+        let inner = &self.0;
+        let epoch = inner.epoch.load(Ordering::SeqCst);
+        if let Some(entry) = self.l2_get(id).await {
+            if inner.epoch.load(Ordering::SeqCst) == epoch {
+                inner.l1.insert(id.to_string(), entry.clone());
+            }
+            return Ok((entry, Source::L2));
+        }
+        let (tx, rx) = oneshot::channel();
+        inner
+            .batcher
+            .send((id.to_string(), tx))
+            .map_err(|_| UpstreamError::Unavailable("batcher stopped".into()))?;
+        let raw = rx
+            .await
+            .map_err(|_| UpstreamError::Unavailable("batch dropped".into()))??;
+        inner
+            .counters
+            .upstream_loads
+            .fetch_add(1, Ordering::Relaxed);
+        let user = match raw {
+            Some(raw) => Some(Arc::new(CachedUser::parse(raw).map_err(|detail| {
+                UpstreamError::Malformed {
+                    endpoint: "GET /v1/users",
+                    detail,
+                }
+            })?)),
+            None => None,
+        };
+        let now = inner.clock.now_ms();
+        let entry = self.entry(user, now);
+        if inner.epoch.load(Ordering::SeqCst) == epoch {
+            inner.l1.insert(id.to_string(), entry.clone());
+            self.l2_put(id, &entry, now).await;
+        }
+        Ok((entry, Source::Upstream))
+    }
+
+    fn entry(&self, user: Option<Arc<CachedUser>>, now: u64) -> Entry {
+        let c = &self.0.config;
+        let ttl = match &user {
+            Some(_) => {
+                let spread = (c.user_ttl_ms as f64 * c.ttl_jitter) as u64;
+                c.user_ttl_ms
+                    + if spread > 0 {
+                        rand::random_range(0..=spread)
+                    } else {
+                        0
+                    }
+            }
+            None => c.not_found_ttl_ms,
+        };
+        Entry {
+            user,
+            fresh_until_ms: now + ttl,
+        }
+    }
+
+    fn l2_key(&self, id: &str) -> Option<String> {
+        self.0.redis.as_ref().map(|r| r.key(&format!("user:{id}")))
+    }
+
+    /// L2 record: `fresh_until_ms`, a newline, then Clerk's JSON (empty: no such user).
+    async fn l2_get(&self, id: &str) -> Option<Entry> {
+        let inner = &self.0;
+        let redis = inner.redis.as_ref()?;
+        if !redis.is_up() {
+            return None;
+        }
+        let key = self.l2_key(id)?;
+        let mut conn = redis.conn();
+        let result: redis::RedisResult<Option<Vec<u8>>> =
+            redis::cmd("GET").arg(&key).query_async(&mut conn).await;
+        redis.record(&result);
+        let bytes = match result {
+            Ok(Some(b)) => b,
+            Ok(None) => {
+                inner.counters.l2_misses.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("frontdesk_user_cache_misses_total", "tier" => "l2").increment(1);
+                return None;
+            }
+            Err(_) => {
+                inner.counters.l2_errors.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+        };
+        let split = bytes.iter().position(|b| *b == b'\n')?;
+        let fresh_until_ms: u64 = std::str::from_utf8(&bytes[..split]).ok()?.parse().ok()?;
+        if fresh_until_ms <= inner.clock.now_ms() {
+            inner.counters.l2_misses.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        let body = Bytes::from(bytes).slice(split + 1..);
+        let user = if body.is_empty() {
+            None
+        } else {
+            Some(Arc::new(CachedUser::parse(body).ok()?))
+        };
+        inner.counters.l2_hits.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("frontdesk_user_cache_hits_total", "tier" => "l2").increment(1);
+        Some(Entry {
+            user,
+            fresh_until_ms,
+        })
+    }
+
+    async fn l2_put(&self, id: &str, entry: &Entry, now: u64) {
+        let Some(redis) = self.0.redis.as_ref() else {
+            return;
+        };
+        if !redis.is_up() {
+            return;
+        }
+        let Some(key) = self.l2_key(id) else { return };
+        let mut value = entry.fresh_until_ms.to_string().into_bytes();
+        value.push(b'\n');
+        if let Some(u) = &entry.user {
+            value.extend_from_slice(&u.raw);
+        }
+        let px = entry.fresh_until_ms.saturating_sub(now).max(1);
+        let mut conn = redis.conn();
+        let result: redis::RedisResult<()> = redis::cmd("SET")
+            .arg(&key)
+            .arg(value)
+            .arg("PX")
+            .arg(px)
+            .query_async(&mut conn)
+            .await;
+        redis.record(&result);
+    }
+
+    async fn l2_del(&self, id: &str) {
+        let Some(redis) = self.0.redis.as_ref() else {
+            return;
+        };
+        if !redis.is_up() {
+            return;
+        }
+        let Some(key) = self.l2_key(id) else { return };
+        let mut conn = redis.conn();
+        let result: redis::RedisResult<i64> =
+            redis::cmd("DEL").arg(&key).query_async(&mut conn).await;
+        redis.record(&result);
+    }
+
+    /// Forgets a user everywhere: L1 here, L2, and every other instance's L1.
+    pub async fn invalidate(&self, id: &str) {
+        let inner = &self.0;
+        inner.epoch.fetch_add(1, Ordering::SeqCst);
+        inner.l1.invalidate(id);
+        self.l2_del(id).await;
+        inner
+            .counters
+            .invalidations_sent
+            .fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("frontdesk_user_cache_invalidations_total", "direction" => "sent")
+            .increment(1);
+        inner
+            .bus
+            .publish(BusEvent::UserInvalidated { id: id.to_string() })
+            .await;
+    }
+
+    /// Stores Clerk's fresh answer after a write (write-through), and tells the other
+    /// instances to drop their copy (they will find this one in L2).
+    pub async fn put(&self, user: CachedUser) {
+        let inner = &self.0;
+        let id = user.id().to_string();
+        inner.epoch.fetch_add(1, Ordering::SeqCst);
+        let now = inner.clock.now_ms();
+        let entry = self.entry(Some(Arc::new(user)), now);
+        inner.l1.insert(id.clone(), entry.clone());
+        self.l2_put(&id, &entry, now).await;
+        inner
+            .counters
+            .invalidations_sent
+            .fetch_add(1, Ordering::Relaxed);
+        inner.bus.publish(BusEvent::UserInvalidated { id }).await;
+    }
+
+    /// Applies another instance's invalidation to this instance's L1.
+    pub fn evict_local(&self, id: &str) {
+        self.0.epoch.fetch_add(1, Ordering::SeqCst);
+        self.0.l1.invalidate(id);
+        self.0
+            .counters
+            .invalidations_received
+            .fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("frontdesk_user_cache_invalidations_total", "direction" => "received")
+            .increment(1);
+    }
+
+    /// Drops all of L1 (after the bus may have missed messages).
+    pub fn clear_local(&self) {
+        self.0.epoch.fetch_add(1, Ordering::SeqCst);
+        self.0.l1.invalidate_all();
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        let c = &self.0.counters;
+        self.0.l1.run_pending_tasks();
+        CacheStats {
+            l1_entries: self.0.l1.entry_count(),
+            l1_hits: c.l1_hits.load(Ordering::Relaxed),
+            l1_misses: c.l1_misses.load(Ordering::Relaxed),
+            l2_hits: c.l2_hits.load(Ordering::Relaxed),
+            l2_misses: c.l2_misses.load(Ordering::Relaxed),
+            l2_errors: c.l2_errors.load(Ordering::Relaxed),
+            upstream_loads: c.upstream_loads.load(Ordering::Relaxed),
+            stale_served: c.stale_served.load(Ordering::Relaxed),
+            coalesced_waits: c.coalesced.load(Ordering::Relaxed),
+            batches: self.0.batch_stats.batches.load(Ordering::Relaxed),
+            batched_ids: self.0.batch_stats.ids.load(Ordering::Relaxed),
+            invalidations_sent: c.invalidations_sent.load(Ordering::Relaxed),
+            invalidations_received: c.invalidations_received.load(Ordering::Relaxed),
+        }
+    }
+}
