@@ -110,7 +110,6 @@ pub fn config(database_url: &str, emulator: Option<&RunningEmulator>, secret: &s
     c
 }
 
-#[allow(dead_code)]
 pub async fn emulator(users: usize) -> (Emulator, RunningEmulator) {
     let emu = Emulator::new(EmulatorConfig {
         users,
@@ -127,6 +126,7 @@ pub async fn emulator(users: usize) -> (Emulator, RunningEmulator) {
 
 /// One Frontdesk instance serving in this process.
 pub struct TestApp {
+    pub state: frontdesk::AppState,
     pub edge: String,
     pub api: String,
     pub shutdown: CancellationToken,
@@ -149,11 +149,13 @@ impl TestApp {
         let edge_url = format!("http://{}", listeners.edge.local_addr().unwrap());
         let api_url = format!("http://{}", listeners.api.local_addr().unwrap());
         let shutdown = CancellationToken::new();
+        let state = app.state().clone();
         let edge_router = edge(app.edge_router());
         let api_router = app.api_router();
         let task =
             tokio::spawn(app.serve_routers(listeners, edge_router, api_router, shutdown.clone()));
         TestApp {
+            state,
             edge: edge_url,
             api: api_url,
             shutdown,
@@ -208,4 +210,115 @@ pub fn logs() -> CapturedLogs {
         logs
     })
     .clone()
+}
+
+/// A Frontdesk instance on a fresh Postgres database, talking to `emu`, with Redis
+/// under `redis_prefix` when given and time from `clock`.
+pub async fn app_with(
+    emu: &RunningEmulator,
+    redis_prefix: Option<&str>,
+    clock: frontdesk::clock::SharedClock,
+    tweak: impl FnOnce(&mut Config),
+) -> TestApp {
+    let db = fresh_pg_database().await;
+    let mut c = config(&db, Some(emu), emu.emulator.secret_key());
+    if let Some(prefix) = redis_prefix {
+        c.redis_url = Some(Secret::new(redis_url()));
+        c.redis_prefix = prefix.to_string();
+    }
+    tweak(&mut c);
+    let app = App::build_with_clock(c, clock).await.expect("build app");
+    TestApp::serve(app, |r| r).await
+}
+
+/// Emulator call counts, total.
+pub fn upstream_calls(emu: &Emulator) -> u64 {
+    emu.stats().total
+}
+
+/// A private redis-server on a free port, for tests that stop and restart Redis.
+pub struct PrivateRedis {
+    pub port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateRedis {
+    pub async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut r = PrivateRedis { port, child: None };
+        r.restart().await;
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub async fn restart(&mut self) {
+        let bin =
+            std::env::var("FRONTDESK_TEST_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+        let child = std::process::Command::new(bin)
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start redis-server ({e}): {HOW}"));
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .is_err()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Polls `check` until it holds or `within` passes: for effects that cross a process
+/// boundary asynchronously (pub/sub, a health loop). Not a sleep-as-synchronisation:
+/// it returns as soon as the condition holds.
+pub async fn eventually<F, Fut>(within: std::time::Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
