@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Runs Clerk's official SDKs (@clerk/backend for Node, clerk-backend-api for Python)
-# against the Frontdesk Clerk emulator, to prove its wire shapes are what they parse.
+# against the Frontdesk Clerk emulator, to prove its wire shapes are what they parse,
+# and then against the Frontdesk Backend API proxy (`frontdesk serve`, api listener,
+# `/clerk/v1/…`) in front of that emulator, to prove the drop-in promise: the app only
+# changes `apiUrl`, and gets the same objects with far fewer calls to Clerk.
 #
 #   FRONTDESK_BIN=target/debug/frontdesk tests/sdk/run.sh
 #
@@ -36,8 +39,13 @@ fi
 # 2. Start the emulator on a free port and read the URL from its announcement line.
 WORK="$(mktemp -d)"
 EMU_PID=""
+PROXY_PID=""
+stop() { # stops one of our background processes, by its id
+  if [ -n "$1" ]; then kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; fi
+}
 cleanup() {
-  if [ -n "$EMU_PID" ]; then kill "$EMU_PID" 2>/dev/null || true; wait "$EMU_PID" 2>/dev/null || true; fi
+  stop "$PROXY_PID"
+  stop "$EMU_PID"
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -54,7 +62,26 @@ done
 [ -n "$URL" ] || { cat "$WORK/stderr" >&2; die "the emulator did not announce its URL within 30 s"; }
 echo "emulator at $URL"
 
-export FRONTDESK_EMULATOR_URL="$URL" CLERK_SECRET_KEY="$SECRET_KEY"
+# 3. Start Frontdesk in front of it (SQLite in $WORK, no Redis, port-0 listeners) and
+#    read the api listener from its ready line.
+env -u REDIS_URL -u CLERK_JWT_KEY -u CLERK_AUTHORIZED_PARTIES -u CLERK_WEBHOOK_SIGNING_SECRET \
+  -u FRONTDESK_BIN -u FRONTDESK_TEST_DATABASE_URL -u FRONTDESK_TEST_REDIS_URL \
+  CLERK_SECRET_KEY="$SECRET_KEY" CLERK_API_URL="$URL" DATABASE_URL="sqlite://$WORK/fd.db" \
+  FRONTDESK_EDGE_ADDR=127.0.0.1:0 FRONTDESK_API_ADDR=127.0.0.1:0 FRONTDESK_LOG_FORMAT=json \
+  "$FRONTDESK_BIN" serve >"$WORK/proxy.stdout" 2>"$WORK/proxy.log" &
+PROXY_PID=$!
+API=""
+for _ in $(seq 1 600); do
+  API="$(sed -n 's/^frontdesk ready: edge http:\/\/[^ ]*  api http:\/\/\([^ ]*\)$/\1/p' "$WORK/proxy.stdout" | head -n1)"
+  [ -n "$API" ] && break
+  kill -0 "$PROXY_PID" 2>/dev/null || { cat "$WORK/proxy.log" >&2; die "frontdesk serve exited before it was ready"; }
+  sleep 0.1
+done
+[ -n "$API" ] || { cat "$WORK/proxy.log" >&2; die "frontdesk serve was not ready within 60 s"; }
+PROXY_URL="http://$API/clerk"
+echo "proxy at $PROXY_URL"
+
+export FRONTDESK_EMULATOR_URL="$URL" FRONTDESK_PROXY_URL="$PROXY_URL" CLERK_SECRET_KEY="$SECRET_KEY"
 PASS=0
 FAIL=0
 tally() { # adds the "# pass N" / "# fail N" lines of a TAP log to the totals
@@ -64,24 +91,50 @@ tally() { # adds the "# pass N" / "# fail N" lines of a TAP log to the totals
   PASS=$((PASS + ${p:-0}))
   FAIL=$((FAIL + ${f:-1}))
 }
+RCS=0
+run_suite() { # run_suite NAME COMMAND…: runs one TAP-printing suite into $WORK/NAME.tap,
+  local name="$1" rc            # tallies it and counts a non-zero exit in RCS
+  shift
+  set +e
+  "$@" >"$WORK/$name.tap" 2>&1
+  rc=$?
+  set -e
+  tally "$WORK/$name.tap"
+  if [ "$rc" -ne 0 ]; then RCS=$((RCS + 1)); fi
+  return 0
+}
+node_suite() { (cd "$HERE/js" && node --test --test-reporter=tap "$1"); }
+show_node() { # the top-level results of a node:test TAP log, and the failures in full
+  grep -E '^(not )?ok |^# (pass|fail)' "$WORK/$1.tap" | grep -v '^    ' || true
+  if grep -q '^not ok' "$WORK/$1.tap" || ! grep -q '^# pass' "$WORK/$1.tap"; then
+    sed -n '/^not ok/,/^ok/p' "$WORK/$1.tap" | head -n 120
+    grep -q '^# pass' "$WORK/$1.tap" || tail -n 40 "$WORK/$1.tap"
+  fi
+}
 
-# 3. Node: @clerk/backend.
-echo "--- @clerk/backend $(node -p 'require("'"$HERE"'/js/node_modules/@clerk/backend/package.json").version')"
-set +e
-(cd "$HERE/js" && node --test --test-reporter=tap sdk.test.mjs) >"$WORK/node.tap" 2>&1
-NODE_RC=$?
-# 4. Python: clerk-backend-api.
-"$HERE/.venv/bin/python" "$HERE/python/check_sdk.py" >"$WORK/python.tap" 2>&1
-PY_RC=$?
-set -e
-grep -E '^(not )?ok |^# (pass|fail)' "$WORK/node.tap" | grep -v '^    ' || true
-[ "$NODE_RC" -eq 0 ] || sed -n '/^not ok/,/^ok/p' "$WORK/node.tap" | head -n 80
-echo "--- clerk-backend-api $("$HERE/.venv/bin/pip" show clerk-backend-api 2>/dev/null | sed -n 's/^Version: //p')"
+# 4. The suites, one after the other (they share the emulator and its counters).
+#    Node: @clerk/backend, against the emulator, then through the proxy.
+NODE_VERSION="$(node -p 'require("'"$HERE"'/js/node_modules/@clerk/backend/package.json").version')"
+echo "--- @clerk/backend $NODE_VERSION -> emulator"
+run_suite node node_suite sdk.test.mjs
+show_node node
+echo "--- @clerk/backend $NODE_VERSION -> frontdesk proxy"
+run_suite node-proxy node_suite proxy.test.mjs
+show_node node-proxy
+#    Python: clerk-backend-api, against the emulator, then through the proxy.
+PY_VERSION="$("$HERE/.venv/bin/pip" show clerk-backend-api 2>/dev/null | sed -n 's/^Version: //p')"
+echo "--- clerk-backend-api $PY_VERSION -> emulator"
+run_suite python "$HERE/.venv/bin/python" "$HERE/python/check_sdk.py" emulator
 cat "$WORK/python.tap"
-tally "$WORK/node.tap"
-tally "$WORK/python.tap"
-[ "$NODE_RC" -eq 0 ] || [ "$FAIL" -gt 0 ] || FAIL=$((FAIL + 1))
-[ "$PY_RC" -eq 0 ] || [ "$FAIL" -gt 0 ] || FAIL=$((FAIL + 1))
+echo "--- clerk-backend-api $PY_VERSION -> frontdesk proxy"
+run_suite python-proxy "$HERE/.venv/bin/python" "$HERE/python/check_sdk.py" proxy
+cat "$WORK/python-proxy.tap"
+# A suite that exited non-zero counts as failed even if its log said otherwise.
+[ "$RCS" -eq 0 ] || [ "$FAIL" -gt 0 ] || FAIL=$((FAIL + 1))
+if [ "$FAIL" -gt 0 ]; then
+  echo "--- frontdesk proxy warnings and errors"
+  grep -E '"level":"(WARN|ERROR)"' "$WORK/proxy.log" | tail -n 40 || true
+fi
 
 # 5. Verdict.
 echo "$PASS passed, $FAIL failed"

@@ -3,6 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createClerkClient, verifyToken } from '@clerk/backend';
+import { assertClass, emulatorControl, expectClerkError } from './helpers.mjs';
 
 const apiUrl = process.env.FRONTDESK_EMULATOR_URL;
 const secretKey = process.env.CLERK_SECRET_KEY;
@@ -10,31 +11,7 @@ assert.ok(apiUrl && secretKey, 'FRONTDESK_EMULATOR_URL and CLERK_SECRET_KEY must
 
 const clerk = createClerkClient({ secretKey, apiUrl });
 
-async function control(method, path, body) {
-  const res = await fetch(`${apiUrl}/__emulator${path}`, {
-    method,
-    headers: body ? { 'content-type': 'application/json' } : {},
-    body: body ? JSON.stringify(body) : undefined,
-  });
-  assert.ok(res.ok, `${method} ${path}: ${res.status}`);
-  const ct = res.headers.get('content-type');
-  return ct === 'application/json' ? res.json() : res.text();
-}
-
-// The SDK types JSON by its `object` field; an untyped payload stays a plain Object.
-// (The bundle names classes `_User` etc., hence the optional underscore.)
-function assertClass(value, name) {
-  assert.match(value.constructor.name, new RegExp(`^_?${name}$`), `expected a ${name}`);
-}
-
-async function expectClerkError(promise, status, code) {
-  await assert.rejects(promise, (err) => {
-    assert.equal(err.status, status, `status of ${err}`);
-    assert.equal(err.errors?.[0]?.code, code);
-    assert.ok(err.clerkTraceId, 'clerk_trace_id is surfaced');
-    return true;
-  });
-}
+const control = emulatorControl(apiUrl);
 
 const info = await control('GET', '');
 const [u0, u1, u2] = info.sample_user_ids;

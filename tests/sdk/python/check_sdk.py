@@ -1,8 +1,10 @@
-"""The official clerk-backend-api Python SDK against the Frontdesk Clerk emulator.
+"""The official clerk-backend-api Python SDK against the Frontdesk Clerk emulator, or
+(with the argument `proxy`) against the Frontdesk Backend API proxy in front of it.
 
 The SDK validates responses strictly (pydantic models generated from Clerk's OpenAPI
 spec), so any missing required field or wrong type in the emulator fails here.
-Run by ../run.sh with FRONTDESK_EMULATOR_URL and CLERK_SECRET_KEY set.
+Run by ../run.sh with FRONTDESK_EMULATOR_URL and CLERK_SECRET_KEY set, and
+FRONTDESK_PROXY_URL (http://<api listener>/clerk) for `proxy`.
 """
 
 import json
@@ -17,8 +19,9 @@ API = os.environ["FRONTDESK_EMULATOR_URL"]
 SK = os.environ["CLERK_SECRET_KEY"]
 
 
-def control(path):
-    with urllib.request.urlopen(f"{API}/__emulator{path}") as r:
+def control(path, method="GET"):
+    req = urllib.request.Request(f"{API}/__emulator{path}", method=method)
+    with urllib.request.urlopen(req) as r:
         return json.loads(r.read())
 
 
@@ -87,16 +90,59 @@ def check_jwks():
 
 CHECKS = [v for k, v in list(globals().items()) if k.startswith("check_")]
 
+
+# Through the proxy: the app changes `server_url` and nothing else. The emulator-direct
+# client is the ground truth; the emulator's counters show what the proxy spared it.
+PROXY = os.environ.get("FRONTDESK_PROXY_URL")
+proxied = Clerk(bearer_auth=SK, server_url=f"{PROXY}/v1") if PROXY else None
+# Users neither this script nor the Node suites change.
+P0, P1 = info["sample_user_ids"][3], info["sample_user_ids"][4]
+
+
+def proxy_check_list_users_by_id():
+    users = proxied.users.list(request={"user_id": [P0, P1, "user_unknown"]})
+    assert sorted(u.id for u in users) == sorted([P0, P1]), [u.id for u in users]
+    truth = clerk.users.list(request={"user_id": [P0, P1, "user_unknown"]})
+    assert [u.model_dump() for u in users] == [u.model_dump() for u in truth]
+
+
+def proxy_check_get_user():
+    u = proxied.users.get(user_id=P0)
+    assert u.id == P0
+    assert u.email_addresses[0].id == u.primary_email_address_id
+    assert u.model_dump() == clerk.users.get(user_id=P0).model_dump()
+    # The list above filled the cache: this look-up made no upstream call.
+    control("/reset", method="POST")
+    assert proxied.users.get(user_id=P1).id == P1
+    stats = control("/stats")
+    assert stats["total"] == 0, stats
+
+
+def proxy_check_not_found_is_clerk_errors():
+    try:
+        proxied.users.get(user_id="user_doesnotexist")
+    except models.ClerkErrors as e:
+        assert e.data.errors[0].code == "resource_not_found", e.data
+        return
+    raise AssertionError("expected ClerkErrors")
+
+
+PROXY_CHECKS = [v for k, v in list(globals().items()) if k.startswith("proxy_check_")]
+
 if __name__ == "__main__":
+    target = sys.argv[1] if len(sys.argv) > 1 else "emulator"
+    assert target in ("emulator", "proxy"), f"unknown target {target}"
+    assert target == "emulator" or PROXY, "FRONTDESK_PROXY_URL must be set"
+    checks, label = (CHECKS, "python") if target == "emulator" else (PROXY_CHECKS, "python proxy")
     passed = failed = 0
-    for i, check in enumerate(CHECKS, 1):
+    for i, check in enumerate(checks, 1):
         try:
             check()
             passed += 1
-            print(f"ok {i} - python {check.__name__}")
+            print(f"ok {i} - {label} {check.__name__}")
         except Exception:  # noqa: BLE001 - report every failure, keep going
             failed += 1
-            print(f"not ok {i} - python {check.__name__}")
+            print(f"not ok {i} - {label} {check.__name__}")
             traceback.print_exc(file=sys.stdout)
     print(f"# pass {passed}")
     print(f"# fail {failed}")
