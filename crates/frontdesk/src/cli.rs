@@ -46,6 +46,22 @@ pub enum Command {
     /// Apply the store's schema migrations (Postgres or SQLite, from DATABASE_URL) and
     /// exit.
     Migrate,
+    /// Warm a running instance's user cache (L1, and L2 when it has Redis) from a file
+    /// of Clerk user ids, one per line, with a progress bar.
+    Warm(WarmArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct WarmArgs {
+    /// File of Clerk user ids, one per line (blank lines and `#` comments skipped).
+    #[arg(long, value_name = "FILE")]
+    pub ids_file: PathBuf,
+    /// The instance's api listener; defaults to the configured `api_addr`.
+    #[arg(long, value_name = "URL")]
+    pub api: Option<String>,
+    /// Ids sent per request.
+    #[arg(long, default_value_t = 500)]
+    pub chunk: usize,
 }
 
 #[derive(Debug, clap::Args)]
@@ -108,8 +124,64 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             store.close().await;
             Ok(())
         }
+        Command::Warm(args) => {
+            let api = args
+                .api
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", config.api_addr));
+            warm(&api, &args).await
+        }
         Command::Emulator(_) => Ok(()),
     }
+}
+
+async fn warm(api: &str, args: &WarmArgs) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&args.ids_file)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", args.ids_file.display()))?;
+    let ids: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    let bar = indicatif::ProgressBar::new(ids.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} warming [{bar:40}] {pos}/{len} users ({per_sec}, eta {eta}) {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/users/warm", api.trim_end_matches('/'));
+    let (mut found, mut not_found, mut failed) = (0u64, 0u64, 0u64);
+    for chunk in ids.chunks(args.chunk.clamp(1, 10_000)) {
+        let resp = http
+            .post(&url)
+            .json(&serde_json::json!({ "ids": chunk }))
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot reach {url}: {e}"))?;
+        let status = resp.status();
+        let body: serde_json::Value = resp.json().await.unwrap_or_default();
+        if !status.is_success() {
+            bar.abandon();
+            anyhow::bail!(
+                "{url} answered {status}: {}",
+                body["message"].as_str().unwrap_or("no detail")
+            );
+        }
+        found += body["found"].as_u64().unwrap_or(0);
+        not_found += body["not_found"].as_u64().unwrap_or(0);
+        failed += body["failed"].as_u64().unwrap_or(0);
+        bar.inc(chunk.len() as u64);
+        bar.set_message(format!("{not_found} unknown, {failed} failed"));
+    }
+    bar.finish();
+    println!("warmed {found} users ({not_found} unknown to Clerk, {failed} failed)");
+    if failed > 0 {
+        anyhow::bail!("{failed} look-ups failed; run again to retry them");
+    }
+    Ok(())
 }
 
 async fn serve(mut config: Config) -> anyhow::Result<()> {

@@ -190,3 +190,54 @@ fn help_explains_each_subcommand() {
     let out = frontdesk(&dir).args(["serve", "--help"]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("CLERK_SECRET_KEY"));
 }
+
+#[tokio::test]
+async fn warm_fills_a_running_instance_from_an_ids_file() {
+    let (emu, running) = support::emulator(120).await;
+    let app = support::app_with(&running, None, frontdesk::clock::system(), |_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut ids: Vec<String> = (0..120)
+        .map(frontdesk_emulator::Emulator::seed_user_id)
+        .collect();
+    ids.push("user_unknown".into());
+    ids.push("# a comment".into());
+    std::fs::write(dir.path().join("ids.txt"), ids.join("\n")).unwrap();
+    emu.reset();
+    let mut cmd = frontdesk(&dir);
+    cmd.args([
+        "warm",
+        "--ids-file",
+        "ids.txt",
+        "--chunk",
+        "50",
+        "--api",
+        &app.api,
+    ]);
+    // Off the runtime's thread: the instance being warmed is served by this runtime.
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("warmed 120 users (1 unknown to Clerk, 0 failed)"),
+        "{stdout}"
+    );
+    // Now every one is a hit: no further Clerk call.
+    let calls = emu.stats().total;
+    assert!(calls <= 6, "{calls}");
+    let users = app.state.users.clone().unwrap();
+    for id in ids.iter().take(120) {
+        assert_eq!(
+            users.get(id).await.unwrap().source,
+            frontdesk::users::Source::L1
+        );
+    }
+    assert_eq!(emu.stats().total, calls);
+    app.stop().await;
+}
