@@ -12,6 +12,7 @@ pub mod ops;
 pub mod redis_link;
 pub mod store;
 pub mod telemetry;
+pub mod tokens;
 
 pub use app::{App, AppState, Listeners, run};
 pub use config::Config;
