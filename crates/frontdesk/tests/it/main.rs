@@ -13,3 +13,4 @@ mod binary;
 mod config;
 mod migrations;
 mod ops;
+mod tokens;
