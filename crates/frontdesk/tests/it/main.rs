@@ -13,4 +13,5 @@ mod binary;
 mod config;
 mod migrations;
 mod ops;
+mod tokens;
 mod users;
