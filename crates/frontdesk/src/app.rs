@@ -23,6 +23,7 @@ use crate::proxy::{self, ReadCache};
 use crate::redis_link::RedisLink;
 use crate::store::Store;
 use crate::telemetry;
+use crate::tokens::{ClerkJwks, JwksSource, Verifier, VerifierConfig};
 use crate::upstream::{self, ClerkClient};
 use crate::users::{self, UserCache};
 
@@ -43,6 +44,9 @@ pub struct AppState {
     pub users: Option<UserCache>,
     /// The Backend API proxy's read cache (needs `clerk`).
     pub proxy_reads: Option<Arc<ReadCache>>,
+    /// Session-token verification; `None` when neither `CLERK_JWT_KEY` nor a Clerk
+    /// instance to fetch the JWKS from is configured.
+    pub verifier: Option<Verifier>,
 }
 
 /// Listeners bound by the caller: the binary binds the configured addresses, tests bind
@@ -119,6 +123,7 @@ impl App {
         let proxy_reads = clerk
             .as_ref()
             .map(|_| Arc::new(ReadCache::new(config.cache.clone(), clock.clone())));
+        let verifier = build_verifier(&config, clerk.clone(), clock.clone())?;
         Ok(Self {
             state: AppState {
                 config: Arc::new(config),
@@ -130,6 +135,7 @@ impl App {
                 clerk,
                 users,
                 proxy_reads,
+                verifier,
             },
         })
     }
@@ -249,6 +255,35 @@ async fn remember_route(req: Request, next: Next) -> Response {
 
 async fn not_found() -> Response {
     Error::not_found("no such route").into_response()
+}
+
+fn build_verifier(
+    config: &Config,
+    clerk: Option<Arc<ClerkClient>>,
+    clock: SharedClock,
+) -> Result<Option<Verifier>> {
+    let t = &config.tokens;
+    let vc = VerifierConfig {
+        jwt_key_pem: config.clerk.jwt_key.clone(),
+        authorized_parties: config.clerk.authorized_parties.clone(),
+        require_azp: t.require_azp,
+        issuer: t.issuer.clone(),
+        skew_ms: t.skew_ms,
+        jwks_ttl_ms: t.jwks_ttl_ms,
+        unknown_kid_cooldown_ms: t.unknown_kid_cooldown_ms,
+        failed_fetch_ttl_ms: t.failed_fetch_ttl_ms,
+        jwks_fetch_timeout_ms: t.jwks_fetch_timeout_ms,
+        token_cache_capacity: t.token_cache_capacity,
+        max_revocations: t.max_revocations,
+    };
+    if vc.jwt_key_pem.is_none() && clerk.is_none() {
+        return Ok(None);
+    }
+    let source: Option<Arc<dyn JwksSource>> =
+        clerk.map(|c| Arc::new(ClerkJwks(c)) as Arc<dyn JwksSource>);
+    let verifier = Verifier::new(vc, source, clock)
+        .map_err(|e| anyhow::anyhow!("session-token verification: {e}"))?;
+    Ok(Some(verifier))
 }
 
 /// Applies other instances' invalidations to this instance's in-process caches.

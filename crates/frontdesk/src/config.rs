@@ -99,6 +99,61 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     /// The tiered user cache and the Backend API proxy's read cache.
     pub cache: CacheConfig,
+    /// Session-token verification (keys and parties come from `[clerk]`).
+    pub tokens: TokensConfig,
+    /// Request context: the local user, its profile, and first-login provisioning.
+    pub context: ContextConfig,
+}
+
+/// Session-token verification.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TokensConfig {
+    /// Refuse tokens without `azp` when authorized parties are configured (Clerk
+    /// mints cookie tokens without `azp` when the request had no Origin).
+    /// `FRONTDESK_TOKENS__REQUIRE_AZP`.
+    pub require_azp: bool,
+    /// Expected `iss` (the instance's Frontend API URL); unset: not checked.
+    /// `FRONTDESK_TOKENS__ISSUER`.
+    pub issuer: Option<String>,
+    /// Clock skew allowed on `exp`, `nbf`, `iat`, in ms. `FRONTDESK_TOKENS__SKEW_MS`.
+    pub skew_ms: u64,
+    /// How long a fetched JWKS is used. `FRONTDESK_TOKENS__JWKS_TTL_MS`.
+    pub jwks_ttl_ms: u64,
+    /// An unknown `kid` refetches the JWKS at most once per this period.
+    /// `FRONTDESK_TOKENS__UNKNOWN_KID_COOLDOWN_MS`.
+    pub unknown_kid_cooldown_ms: u64,
+    /// After a failed JWKS fetch, no new fetch for this long.
+    /// `FRONTDESK_TOKENS__FAILED_FETCH_TTL_MS`.
+    pub failed_fetch_ttl_ms: u64,
+    /// Time limit of one JWKS fetch. `FRONTDESK_TOKENS__JWKS_FETCH_TIMEOUT_MS`.
+    pub jwks_fetch_timeout_ms: u64,
+    /// Verified tokens kept (each until its `exp`). `FRONTDESK_TOKENS__TOKEN_CACHE_CAPACITY`.
+    pub token_cache_capacity: u64,
+    /// Revoked session ids kept. `FRONTDESK_TOKENS__MAX_REVOCATIONS`.
+    pub max_revocations: usize,
+}
+
+/// Request context and first-login provisioning.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ContextConfig {
+    /// How long a resolved context (user + profile) is cached, in ms.
+    /// `FRONTDESK_CONTEXT__TTL_MS`.
+    pub ttl_ms: u64,
+    /// Context entries held in process. `FRONTDESK_CONTEXT__L1_MAX_ENTRIES`.
+    pub l1_max_entries: u64,
+    /// App-defined fields of a new profile (a JSON object), e.g.
+    /// `{"cohort": "neon", "goals": {"revenue": 16000}}`.
+    /// `FRONTDESK_CONTEXT__PROFILE_DEFAULTS` (JSON).
+    pub profile_defaults: serde_json::Value,
+    /// Role of a user whose Clerk `public_metadata.role` is not one of `roles`.
+    /// `FRONTDESK_CONTEXT__DEFAULT_ROLE`.
+    pub default_role: String,
+    /// Roles taken from Clerk's `public_metadata.role`. `FRONTDESK_CONTEXT__ROLES`.
+    pub roles: Vec<String>,
+    /// Role overrides by Clerk user id or email, winning over Clerk's metadata.
+    pub role_overrides: std::collections::BTreeMap<String, String>,
 }
 
 /// The Clerk Backend API client.
@@ -252,6 +307,25 @@ impl Default for Config {
                 jwks_ttl_ms: 3_600_000,
                 proxy_max_entries: 10_000,
             },
+            tokens: TokensConfig {
+                require_azp: false,
+                issuer: None,
+                skew_ms: 5_000,
+                jwks_ttl_ms: 3_600_000,
+                unknown_kid_cooldown_ms: 300_000,
+                failed_fetch_ttl_ms: 5_000,
+                jwks_fetch_timeout_ms: 5_000,
+                token_cache_capacity: 100_000,
+                max_revocations: 100_000,
+            },
+            context: ContextConfig {
+                ttl_ms: 300_000,
+                l1_max_entries: 100_000,
+                profile_defaults: serde_json::Value::Object(Default::default()),
+                default_role: "user".into(),
+                roles: vec!["admin".into(), "user".into()],
+                role_overrides: Default::default(),
+            },
         }
     }
 }
@@ -272,7 +346,9 @@ const PLAIN_ENV: &[(&str, &str)] = &[
 ];
 
 /// Keys whose environment value is a comma-separated list.
-const LIST_KEYS: &[&str] = &["clerk.authorized_parties"];
+const LIST_KEYS: &[&str] = &["clerk.authorized_parties", "context.roles"];
+/// Keys whose environment value is JSON.
+const JSON_KEYS: &[&str] = &["context.profile_defaults", "context.role_overrides"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -332,6 +408,10 @@ impl Config {
                     .map(String::from)
                     .collect();
                 Value::from(items)
+            } else if JSON_KEYS.contains(&key.as_str()) {
+                let json: serde_json::Value = serde_json::from_str(value)
+                    .map_err(|e| ConfigError::Parse(format!("{name} must be JSON: {e}")))?;
+                Value::serialize(&json).map_err(|e| ConfigError::Parse(format!("{name}: {e}")))?
             } else if key == "database_url"
                 || key.ends_with("secret")
                 || key.ends_with("_key")
@@ -425,6 +505,12 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "upstream",
                 reason: "max_concurrency and timeout_ms must be at least 1".into(),
+            });
+        }
+        if !self.context.profile_defaults.is_object() {
+            return Err(ConfigError::Invalid {
+                key: "context.profile_defaults",
+                reason: "must be a JSON object".into(),
             });
         }
         if self.redis_prefix.is_empty() {

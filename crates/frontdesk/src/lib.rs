@@ -7,6 +7,7 @@ pub mod bus;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod context;
 pub mod devmode;
 pub mod error;
 pub mod json;

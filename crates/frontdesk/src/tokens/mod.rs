@@ -24,6 +24,7 @@
 //! - refusals are [`TokenError`]s with stable codes, never containing the token.
 
 mod claims;
+mod clerk_source;
 mod error;
 mod extract;
 mod jwks;
@@ -40,6 +41,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 pub use claims::{Org, Session};
+pub use clerk_source::ClerkJwks;
 pub use error::TokenError;
 pub use extract::{SESSION_COOKIE, extract_token, extract_token_with_suffix};
 pub use jwks::{JwksFetchError, JwksSource};

@@ -1,0 +1,379 @@
+//! Local users and profiles: the rows behind a request's context, and the race-free
+//! first-login provisioning. Each statement converges under concurrency by itself
+//! (`ON CONFLICT`), so a hundred concurrent first requests end with one user row and
+//! one profile row, and all of them read the same ones.
+
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::Row;
+
+use super::Store;
+use crate::error::Result;
+
+/// The local mirror of a Clerk user.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct LocalUser {
+    pub id: i64,
+    pub clerk_id: String,
+    pub email: Option<String>,
+    pub name: Option<String>,
+    pub image_url: Option<String>,
+    pub role: String,
+    pub clerk_updated_at: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub deleted_at: Option<i64>,
+}
+
+/// The app's profile row.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct Profile {
+    pub id: i64,
+    pub user_id: Option<i64>,
+    pub email: Option<String>,
+    pub display_name: Option<String>,
+    pub data: Value,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// What Clerk says about a user, as the local row stores it.
+#[derive(Debug, Clone)]
+pub struct UserUpsert {
+    pub clerk_id: String,
+    pub email: Option<String>,
+    pub name: Option<String>,
+    pub image_url: Option<String>,
+    pub role: String,
+    /// Clerk's `updated_at`: an older version never overwrites a newer one.
+    pub clerk_updated_at: i64,
+}
+
+/// How `ensure_profile` found the profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ensured {
+    Existing,
+    Created,
+    LinkedByEmail,
+    /// Several unlinked profiles had the user's email: none was linked, a new one made.
+    CreatedAmbiguous,
+}
+
+impl Ensured {
+    pub fn created(self) -> bool {
+        matches!(self, Ensured::Created | Ensured::CreatedAmbiguous)
+    }
+}
+
+const USER_COLS: &str = "id, clerk_id, email, name, image_url, role, clerk_updated_at, created_at, updated_at, deleted_at";
+const PROFILE_COLS: &str = "id, user_id, email, display_name, data, created_at, updated_at";
+
+fn user_from<R: Row>(row: &R) -> std::result::Result<LocalUser, sqlx::Error>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<String>: sqlx::Decode<'a, R::Database>,
+    for<'a> Option<i64>: sqlx::Decode<'a, R::Database>,
+{
+    Ok(LocalUser {
+        id: row.try_get("id")?,
+        clerk_id: row.try_get("clerk_id")?,
+        email: row.try_get("email")?,
+        name: row.try_get("name")?,
+        image_url: row.try_get("image_url")?,
+        role: row.try_get("role")?,
+        clerk_updated_at: row.try_get("clerk_updated_at")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        deleted_at: row.try_get("deleted_at")?,
+    })
+}
+
+fn pg_profile(row: &sqlx::postgres::PgRow) -> std::result::Result<Profile, sqlx::Error> {
+    Ok(Profile {
+        id: row.try_get("id")?,
+        user_id: row.try_get("user_id")?,
+        email: row.try_get("email")?,
+        display_name: row.try_get("display_name")?,
+        data: row.try_get::<sqlx::types::Json<Value>, _>("data")?.0,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn sqlite_profile(row: &sqlx::sqlite::SqliteRow) -> std::result::Result<Profile, sqlx::Error> {
+    let data: String = row.try_get("data")?;
+    Ok(Profile {
+        id: row.try_get("id")?,
+        user_id: row.try_get("user_id")?,
+        email: row.try_get("email")?,
+        display_name: row.try_get("display_name")?,
+        data: serde_json::from_str(&data).unwrap_or(Value::Null),
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+impl Store {
+    /// The user with this Clerk id, and its profile.
+    pub async fn context_by_clerk_id(
+        &self,
+        clerk_id: &str,
+    ) -> Result<Option<(LocalUser, Option<Profile>)>> {
+        let Some(user) = self.user_by_clerk_id(clerk_id).await? else {
+            return Ok(None);
+        };
+        let profile = self.profile_of(user.id).await?;
+        Ok(Some((user, profile)))
+    }
+
+    pub async fn user_by_clerk_id(&self, clerk_id: &str) -> Result<Option<LocalUser>> {
+        let sql = format!("SELECT {USER_COLS} FROM users WHERE clerk_id = $1");
+        Ok(match self {
+            Store::Postgres(pool) => sqlx::query(&sql)
+                .bind(clerk_id)
+                .fetch_optional(pool)
+                .await?
+                .map(|r| user_from(&r))
+                .transpose()?,
+            Store::Sqlite(pool) => sqlx::query(&sql)
+                .bind(clerk_id)
+                .fetch_optional(pool)
+                .await?
+                .map(|r| user_from(&r))
+                .transpose()?,
+        })
+    }
+
+    pub async fn profile_of(&self, user_id: i64) -> Result<Option<Profile>> {
+        let sql = format!("SELECT {PROFILE_COLS} FROM profiles WHERE user_id = $1");
+        Ok(match self {
+            Store::Postgres(pool) => sqlx::query(&sql)
+                .bind(user_id)
+                .fetch_optional(pool)
+                .await?
+                .map(|r| pg_profile(&r))
+                .transpose()?,
+            Store::Sqlite(pool) => sqlx::query(&sql)
+                .bind(user_id)
+                .fetch_optional(pool)
+                .await?
+                .map(|r| sqlite_profile(&r))
+                .transpose()?,
+        })
+    }
+
+    /// Creates or updates the local user from Clerk's data, unless the stored row is
+    /// newer (`clerk_updated_at`); returns the row as it now is.
+    pub async fn upsert_user(&self, u: &UserUpsert, now_ms: i64) -> Result<LocalUser> {
+        let sql = "INSERT INTO users (clerk_id, email, name, image_url, role, clerk_updated_at, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
+             ON CONFLICT (clerk_id) DO UPDATE SET
+                 email = excluded.email, name = excluded.name, image_url = excluded.image_url,
+                 role = excluded.role, clerk_updated_at = excluded.clerk_updated_at,
+                 updated_at = excluded.updated_at, deleted_at = NULL
+             WHERE users.clerk_updated_at <= excluded.clerk_updated_at";
+        macro_rules! run {
+            ($pool:expr) => {
+                sqlx::query(sql)
+                    .bind(&u.clerk_id)
+                    .bind(&u.email)
+                    .bind(&u.name)
+                    .bind(&u.image_url)
+                    .bind(&u.role)
+                    .bind(u.clerk_updated_at)
+                    .bind(now_ms)
+                    .execute($pool)
+                    .await?
+                    .rows_affected()
+            };
+        }
+        match self {
+            Store::Postgres(pool) => run!(pool),
+            Store::Sqlite(pool) => run!(pool),
+        };
+        self.user_by_clerk_id(&u.clerk_id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("user row missing right after its upsert").into())
+    }
+
+    /// Marks the user deleted (keeping the row and its profile for the app), unless
+    /// the stored row is newer than `clerk_updated_at`. Returns whether a row changed.
+    pub async fn soft_delete_user(
+        &self,
+        clerk_id: &str,
+        clerk_updated_at: i64,
+        now_ms: i64,
+    ) -> Result<bool> {
+        let sql = "UPDATE users SET deleted_at = $1, updated_at = $1, clerk_updated_at = $2
+                   WHERE clerk_id = $3 AND clerk_updated_at <= $2";
+        let n = match self {
+            Store::Postgres(pool) => sqlx::query(sql)
+                .bind(now_ms)
+                .bind(clerk_updated_at)
+                .bind(clerk_id)
+                .execute(pool)
+                .await?
+                .rows_affected(),
+            Store::Sqlite(pool) => sqlx::query(sql)
+                .bind(now_ms)
+                .bind(clerk_updated_at)
+                .bind(clerk_id)
+                .execute(pool)
+                .await?
+                .rows_affected(),
+        };
+        Ok(n > 0)
+    }
+
+    /// Makes sure `user` has a profile: its own if it has one; else the one unlinked
+    /// profile with its email (linked now); else a new one with `defaults`. Safe under
+    /// any number of concurrent callers: they all return the same row.
+    pub async fn ensure_profile(
+        &self,
+        user: &LocalUser,
+        defaults: &Value,
+        now_ms: i64,
+    ) -> Result<(Profile, Ensured)> {
+        if let Some(p) = self.profile_of(user.id).await? {
+            return Ok((p, Ensured::Existing));
+        }
+        let mut ambiguous = false;
+        if let Some(email) = user.email.as_deref().filter(|e| !e.is_empty()) {
+            let candidates = self.unlinked_profiles_by_email(email).await?;
+            match candidates.as_slice() {
+                [one] => match self.link_profile(*one, user.id, now_ms).await {
+                    Ok(true) => {
+                        if let Some(p) = self.profile_of(user.id).await? {
+                            return Ok((p, Ensured::LinkedByEmail));
+                        }
+                    }
+                    // Someone else linked it or made this user's profile meanwhile:
+                    // fall through to the converging insert-then-read.
+                    Ok(false) => {}
+                    Err(e) if is_unique_violation(&e) => {}
+                    Err(e) => return Err(e.into()),
+                },
+                [] => {}
+                _ => ambiguous = true,
+            }
+        }
+        let data = if defaults.is_object() {
+            defaults.clone()
+        } else {
+            Value::Object(Default::default())
+        };
+        let inserted = self.insert_profile(user, &data, now_ms).await?;
+        let profile = self
+            .profile_of(user.id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("profile missing right after ensuring it"))?;
+        let how = match (inserted, ambiguous) {
+            (true, true) => Ensured::CreatedAmbiguous,
+            (true, false) => Ensured::Created,
+            (false, _) => Ensured::Existing,
+        };
+        Ok((profile, how))
+    }
+
+    async fn unlinked_profiles_by_email(&self, email: &str) -> Result<Vec<i64>> {
+        let sql = "SELECT id FROM profiles WHERE user_id IS NULL AND lower(email) = lower($1) ORDER BY id LIMIT 2";
+        Ok(match self {
+            Store::Postgres(pool) => sqlx::query_scalar(sql).bind(email).fetch_all(pool).await?,
+            Store::Sqlite(pool) => sqlx::query_scalar(sql).bind(email).fetch_all(pool).await?,
+        })
+    }
+
+    async fn link_profile(
+        &self,
+        profile_id: i64,
+        user_id: i64,
+        now_ms: i64,
+    ) -> std::result::Result<bool, sqlx::Error> {
+        let sql =
+            "UPDATE profiles SET user_id = $1, updated_at = $2 WHERE id = $3 AND user_id IS NULL";
+        let n = match self {
+            Store::Postgres(pool) => sqlx::query(sql)
+                .bind(user_id)
+                .bind(now_ms)
+                .bind(profile_id)
+                .execute(pool)
+                .await?
+                .rows_affected(),
+            Store::Sqlite(pool) => sqlx::query(sql)
+                .bind(user_id)
+                .bind(now_ms)
+                .bind(profile_id)
+                .execute(pool)
+                .await?
+                .rows_affected(),
+        };
+        Ok(n == 1)
+    }
+
+    /// `INSERT … ON CONFLICT (user_id) DO NOTHING`: whether this call made the row.
+    async fn insert_profile(&self, user: &LocalUser, data: &Value, now_ms: i64) -> Result<bool> {
+        let n = match self {
+            Store::Postgres(pool) => sqlx::query(
+                "INSERT INTO profiles (user_id, email, display_name, data, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (user_id) DO NOTHING",
+            )
+            .bind(user.id)
+            .bind(&user.email)
+            .bind(&user.name)
+            .bind(sqlx::types::Json(data))
+            .bind(now_ms)
+            .execute(pool)
+            .await?
+            .rows_affected(),
+            Store::Sqlite(pool) => sqlx::query(
+                "INSERT INTO profiles (user_id, email, display_name, data, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (user_id) DO NOTHING",
+            )
+            .bind(user.id)
+            .bind(&user.email)
+            .bind(&user.name)
+            .bind(data.to_string())
+            .bind(now_ms)
+            .execute(pool)
+            .await?
+            .rows_affected(),
+        };
+        Ok(n == 1)
+    }
+
+    /// A profile prepared ahead of time for an email (the app's own flows do this;
+    /// also used by tests).
+    pub async fn create_unlinked_profile(
+        &self,
+        email: &str,
+        data: &Value,
+        now_ms: i64,
+    ) -> Result<i64> {
+        let sql = "INSERT INTO profiles (email, data, created_at, updated_at) VALUES ($1, $2, $3, $3) RETURNING id";
+        Ok(match self {
+            Store::Postgres(pool) => {
+                sqlx::query_scalar(sql)
+                    .bind(email)
+                    .bind(sqlx::types::Json(data))
+                    .bind(now_ms)
+                    .fetch_one(pool)
+                    .await?
+            }
+            Store::Sqlite(pool) => {
+                sqlx::query_scalar(sql)
+                    .bind(email)
+                    .bind(data.to_string())
+                    .bind(now_ms)
+                    .fetch_one(pool)
+                    .await?
+            }
+        })
+    }
+}
