@@ -18,6 +18,7 @@ use crate::bus::{self, Bus, BusEvent};
 use crate::clock::{self, SharedClock};
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::events::EventHub;
 use crate::ops;
 use crate::proxy::{self, ReadCache};
 use crate::redis_link::RedisLink;
@@ -47,6 +48,26 @@ pub struct AppState {
     /// Session-token verification; `None` when neither `CLERK_JWT_KEY` nor a Clerk
     /// instance to fetch the JWKS from is configured.
     pub verifier: Option<Verifier>,
+    /// In-process events for subscribers (SSE, refresh jobs, tests).
+    pub events: EventHub,
+}
+
+impl AppState {
+    /// A Clerk user changed (webhook, proxy write, API): forget every cached answer
+    /// about them, here and on every other instance.
+    pub async fn user_changed(&self, clerk_id: &str) {
+        if let Some(users) = &self.users {
+            users.invalidate(clerk_id).await;
+        }
+    }
+
+    /// A session ended or was revoked: its tokens are refused until `until_ms`
+    /// (their latest possible expiry).
+    pub fn session_revoked(&self, sid: &str, until_ms: u64) {
+        if let Some(v) = &self.verifier {
+            v.revoke_session(sid, until_ms);
+        }
+    }
 }
 
 /// Listeners bound by the caller: the binary binds the configured addresses, tests bind
@@ -136,6 +157,7 @@ impl App {
                 users,
                 proxy_reads,
                 verifier,
+                events: EventHub::new(1024),
             },
         })
     }

@@ -10,6 +10,7 @@ pub mod config;
 pub mod context;
 pub mod devmode;
 pub mod error;
+pub mod events;
 pub mod json;
 pub mod ops;
 pub mod proxy;
