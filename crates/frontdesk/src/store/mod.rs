@@ -149,11 +149,13 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
         sqlx::Error::Database(db) => {
             let code = db.code().unwrap_or_default();
             // Postgres: class 08 connection exceptions, 57P0x shutdown/cannot connect,
-            // 53300 too many connections, 3D000 database gone. SQLite: BUSY/LOCKED.
+            // 53300 too many connections, 3D000 database gone, 55000 database not
+            // accepting connections. SQLite: BUSY/LOCKED.
             code.starts_with("08")
                 || code.starts_with("57P0")
                 || code == "53300"
                 || code == "3D000"
+                || code == "55000"
                 || code == "5"
                 || code == "6"
         }

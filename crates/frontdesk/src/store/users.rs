@@ -121,16 +121,66 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 }
 
 impl Store {
-    /// The user with this Clerk id, and its profile.
+    /// The user with this Clerk id and its profile, in one query.
     pub async fn context_by_clerk_id(
         &self,
         clerk_id: &str,
     ) -> Result<Option<(LocalUser, Option<Profile>)>> {
-        let Some(user) = self.user_by_clerk_id(clerk_id).await? else {
-            return Ok(None);
-        };
-        let profile = self.profile_of(user.id).await?;
-        Ok(Some((user, profile)))
+        let sql =
+            "SELECT u.id, u.clerk_id, u.email, u.name, u.image_url, u.role, u.clerk_updated_at,
+                    u.created_at, u.updated_at, u.deleted_at,
+                    p.id AS p_id, p.user_id AS p_user_id, p.email AS p_email,
+                    p.display_name AS p_display_name, p.data AS p_data,
+                    p.created_at AS p_created_at, p.updated_at AS p_updated_at
+             FROM users u LEFT JOIN profiles p ON p.user_id = u.id
+             WHERE u.clerk_id = $1";
+        Ok(match self {
+            Store::Postgres(pool) => {
+                match sqlx::query(sql).bind(clerk_id).fetch_optional(pool).await? {
+                    None => None,
+                    Some(row) => {
+                        let user = user_from(&row)?;
+                        let profile = match row.try_get::<Option<i64>, _>("p_id")? {
+                            None => None,
+                            Some(id) => Some(Profile {
+                                id,
+                                user_id: row.try_get("p_user_id")?,
+                                email: row.try_get("p_email")?,
+                                display_name: row.try_get("p_display_name")?,
+                                data: row.try_get::<sqlx::types::Json<Value>, _>("p_data")?.0,
+                                created_at: row.try_get("p_created_at")?,
+                                updated_at: row.try_get("p_updated_at")?,
+                            }),
+                        };
+                        Some((user, profile))
+                    }
+                }
+            }
+            Store::Sqlite(pool) => {
+                match sqlx::query(sql).bind(clerk_id).fetch_optional(pool).await? {
+                    None => None,
+                    Some(row) => {
+                        let user = user_from(&row)?;
+                        let profile = match row.try_get::<Option<i64>, _>("p_id")? {
+                            None => None,
+                            Some(id) => {
+                                let data: String = row.try_get("p_data")?;
+                                Some(Profile {
+                                    id,
+                                    user_id: row.try_get("p_user_id")?,
+                                    email: row.try_get("p_email")?,
+                                    display_name: row.try_get("p_display_name")?,
+                                    data: serde_json::from_str(&data).unwrap_or(Value::Null),
+                                    created_at: row.try_get("p_created_at")?,
+                                    updated_at: row.try_get("p_updated_at")?,
+                                })
+                            }
+                        };
+                        Some((user, profile))
+                    }
+                }
+            }
+        })
     }
 
     pub async fn user_by_clerk_id(&self, clerk_id: &str) -> Result<Option<LocalUser>> {

@@ -11,6 +11,7 @@ mod support;
 
 mod binary;
 mod config;
+mod context;
 mod migrations;
 mod ops;
 mod tokens;

@@ -100,7 +100,7 @@ pub fn config(database_url: &str, emulator: Option<&RunningEmulator>, secret: &s
     c.edge_addr = SocketAddr::from(([127, 0, 0, 1], 0));
     c.api_addr = SocketAddr::from(([127, 0, 0, 1], 0));
     c.database_url = Secret::new(database_url);
-    c.database_max_connections = 8;
+    c.database_max_connections = 16;
     c.log_format = LogFormat::Json;
     c.shutdown_grace_ms = 5_000;
     if let Some(emu) = emulator {
