@@ -49,7 +49,8 @@ fn token(emu: &Emulator, user_id: &str) -> String {
 }
 
 async fn me(app: &TestApp, token: &str) -> (u16, Value) {
-    let r = http()
+    let r = app
+        .http
         .get(format!("{}/_frontdesk/me", app.edge))
         .bearer_auth(token)
         .send()

@@ -127,6 +127,9 @@ pub async fn emulator(users: usize) -> (Emulator, RunningEmulator) {
 /// One Frontdesk instance serving in this process.
 pub struct TestApp {
     pub state: frontdesk::AppState,
+    /// One HTTP client per test app: building a client (TLS roots and all) per
+    /// request would dominate the tests' time.
+    pub http: reqwest::Client,
     pub edge: String,
     pub api: String,
     pub shutdown: CancellationToken,
@@ -156,6 +159,7 @@ impl TestApp {
             tokio::spawn(app.serve_routers(listeners, edge_router, api_router, shutdown.clone()));
         TestApp {
             state,
+            http: http(),
             edge: edge_url,
             api: api_url,
             shutdown,
