@@ -91,29 +91,45 @@ where
     })
 }
 
-fn pg_profile(row: &sqlx::postgres::PgRow) -> std::result::Result<Profile, sqlx::Error> {
-    Ok(Profile {
-        id: row.try_get("id")?,
-        user_id: row.try_get("user_id")?,
-        email: row.try_get("email")?,
-        display_name: row.try_get("display_name")?,
-        data: row.try_get::<sqlx::types::Json<Value>, _>("data")?.0,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-    })
+/// A profile from a row whose profile columns are named `{prefix}id`, …; `None` when
+/// the id is NULL (no profile on a LEFT JOIN). `data` is decoded per backend (JSONB
+/// on Postgres, TEXT on SQLite).
+fn profile_from<R: Row>(
+    row: &R,
+    prefix: &str,
+    data: impl FnOnce(&R, &str) -> std::result::Result<Value, sqlx::Error>,
+) -> std::result::Result<Option<Profile>, sqlx::Error>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> Option<i64>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<String>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    let col = |c: &str| format!("{prefix}{c}");
+    let Some(id) = row.try_get::<Option<i64>, _>(col("id").as_str())? else {
+        return Ok(None);
+    };
+    Ok(Some(Profile {
+        id,
+        user_id: row.try_get(col("user_id").as_str())?,
+        email: row.try_get(col("email").as_str())?,
+        display_name: row.try_get(col("display_name").as_str())?,
+        data: data(row, &col("data"))?,
+        created_at: row.try_get(col("created_at").as_str())?,
+        updated_at: row.try_get(col("updated_at").as_str())?,
+    }))
 }
 
-fn sqlite_profile(row: &sqlx::sqlite::SqliteRow) -> std::result::Result<Profile, sqlx::Error> {
-    let data: String = row.try_get("data")?;
-    Ok(Profile {
-        id: row.try_get("id")?,
-        user_id: row.try_get("user_id")?,
-        email: row.try_get("email")?,
-        display_name: row.try_get("display_name")?,
-        data: serde_json::from_str(&data).unwrap_or(Value::Null),
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-    })
+fn pg_data(row: &sqlx::postgres::PgRow, col: &str) -> std::result::Result<Value, sqlx::Error> {
+    Ok(row.try_get::<sqlx::types::Json<Value>, _>(col)?.0)
+}
+
+fn sqlite_data(
+    row: &sqlx::sqlite::SqliteRow,
+    col: &str,
+) -> std::result::Result<Value, sqlx::Error> {
+    let text: String = row.try_get(col)?;
+    Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
@@ -138,51 +154,19 @@ impl Store {
             Store::Postgres(pool) => {
                 match sqlx::query(sql).bind(clerk_id).fetch_optional(pool).await? {
                     None => None,
-                    Some(row) => {
-                        let user = user_from(&row)?;
-                        let profile = match row.try_get::<Option<i64>, _>("p_id")? {
-                            None => None,
-                            Some(id) => Some(Profile {
-                                id,
-                                user_id: row.try_get("p_user_id")?,
-                                email: row.try_get("p_email")?,
-                                display_name: row.try_get("p_display_name")?,
-                                data: row.try_get::<sqlx::types::Json<Value>, _>("p_data")?.0,
-                                created_at: row.try_get("p_created_at")?,
-                                updated_at: row.try_get("p_updated_at")?,
-                            }),
-                        };
-                        Some((user, profile))
-                    }
+                    Some(row) => Some((user_from(&row)?, profile_from(&row, "p_", pg_data)?)),
                 }
             }
             Store::Sqlite(pool) => {
                 match sqlx::query(sql).bind(clerk_id).fetch_optional(pool).await? {
                     None => None,
-                    Some(row) => {
-                        let user = user_from(&row)?;
-                        let profile = match row.try_get::<Option<i64>, _>("p_id")? {
-                            None => None,
-                            Some(id) => {
-                                let data: String = row.try_get("p_data")?;
-                                Some(Profile {
-                                    id,
-                                    user_id: row.try_get("p_user_id")?,
-                                    email: row.try_get("p_email")?,
-                                    display_name: row.try_get("p_display_name")?,
-                                    data: serde_json::from_str(&data).unwrap_or(Value::Null),
-                                    created_at: row.try_get("p_created_at")?,
-                                    updated_at: row.try_get("p_updated_at")?,
-                                })
-                            }
-                        };
-                        Some((user, profile))
-                    }
+                    Some(row) => Some((user_from(&row)?, profile_from(&row, "p_", sqlite_data)?)),
                 }
             }
         })
     }
 
+    /// The user with this Clerk id.
     pub async fn user_by_clerk_id(&self, clerk_id: &str) -> Result<Option<LocalUser>> {
         let sql = format!("SELECT {USER_COLS} FROM users WHERE clerk_id = $1");
         Ok(match self {
@@ -208,14 +192,16 @@ impl Store {
                 .bind(user_id)
                 .fetch_optional(pool)
                 .await?
-                .map(|r| pg_profile(&r))
-                .transpose()?,
+                .map(|r| profile_from(&r, "", pg_data))
+                .transpose()?
+                .flatten(),
             Store::Sqlite(pool) => sqlx::query(&sql)
                 .bind(user_id)
                 .fetch_optional(pool)
                 .await?
-                .map(|r| sqlite_profile(&r))
-                .transpose()?,
+                .map(|r| profile_from(&r, "", sqlite_data))
+                .transpose()?
+                .flatten(),
         })
     }
 

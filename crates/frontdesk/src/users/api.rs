@@ -121,21 +121,23 @@ struct IdsIn {
 /// Largest batch accepted in one request.
 const MAX_BATCH: usize = 10_000;
 
+fn check_ids(ids: &[String]) -> Result<()> {
+    if ids.len() > MAX_BATCH {
+        return Err(Error::bad_request(
+            "batch_too_large",
+            format!("at most {MAX_BATCH} ids per request"),
+        ));
+    }
+    ids.iter().try_for_each(|id| check_id(id))
+}
+
 async fn batch(
     State(state): State<AppState>,
     Query(q): Query<FieldsQuery>,
     JsonBody(body): JsonBody<IdsIn>,
 ) -> Result<Json<Value>> {
     let fields = parse_fields(&q)?;
-    if body.ids.len() > MAX_BATCH {
-        return Err(Error::bad_request(
-            "batch_too_large",
-            format!("at most {MAX_BATCH} ids per request"),
-        ));
-    }
-    for id in &body.ids {
-        check_id(id)?;
-    }
+    check_ids(&body.ids)?;
     let users = users_of(&state)?;
     // Duplicates are looked up once; answers follow the request's order.
     let mut unique: Vec<String> = body.ids.clone();
@@ -169,15 +171,7 @@ async fn warm(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<IdsIn>,
 ) -> Result<Json<WarmOut>> {
-    if body.ids.len() > MAX_BATCH {
-        return Err(Error::bad_request(
-            "batch_too_large",
-            format!("at most {MAX_BATCH} ids per request"),
-        ));
-    }
-    for id in &body.ids {
-        check_id(id)?;
-    }
+    check_ids(&body.ids)?;
     let users = users_of(&state)?;
     let mut out = WarmOut {
         requested: body.ids.len(),
