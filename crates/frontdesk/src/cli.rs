@@ -198,14 +198,25 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
     tokio::spawn(wait_for_signal(shutdown.clone()));
     tracing::info!(edge = %edge, api = %api, store = app.state().store.kind(), "frontdesk ready");
     match &dev {
-        Some(dev) => println!("{}", dev.banner(edge, api, app.state())),
-        None => println!("frontdesk ready: edge http://{edge}  api http://{api}"),
+        Some(dev) => say(&dev.banner(edge, api, app.state())),
+        None => say(&format!(
+            "frontdesk ready: edge http://{edge}  api http://{api}"
+        )),
     }
     let result = app.serve(listeners, shutdown).await;
     if let Some(dev) = dev {
         dev.stop().await;
     }
     Ok(result?)
+}
+
+/// Writes a line to stdout for the operator. A closed stdout (`frontdesk serve | head`)
+/// must not take the service down, so write errors are ignored (`println!` panics).
+fn say(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}");
+    let _ = out.flush();
 }
 
 /// Cancels `token` on SIGINT or SIGTERM.

@@ -50,7 +50,7 @@ async fn serve_with_no_keys_runs_the_embedded_default_and_stops_on_sigterm() {
             .env("FRONTDESK_API_ADDR", "127.0.0.1:0")
             .env("FRONTDESK_DEV__USERS", "5")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap())
             .spawn()
             .unwrap(),
     );
@@ -97,7 +97,11 @@ async fn serve_with_no_keys_runs_the_embedded_default_and_stops_on_sigterm() {
         .get(format!("{edge}/_frontdesk/healthz"))
         .send()
         .await
-        .unwrap();
+        .unwrap_or_else(|e| {
+            std::thread::sleep(Duration::from_millis(300));
+            let log = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
+            panic!("healthz at {edge}: {e:?}; stderr: {log}")
+        });
     assert_eq!(r.status(), 200);
     let r = c.get(format!("{api}/readyz")).send().await.unwrap();
     assert_eq!(r.status(), 200);
