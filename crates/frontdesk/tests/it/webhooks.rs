@@ -1130,3 +1130,51 @@ async fn ingest_throughput() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_cli_lists_and_replays_over_the_api_listener() {
+    let (db, _dir) = store_url(Db::Pg).await;
+    // No workers: the message stays where the test puts it.
+    let app = start(&db, ManualClock::new(T0_MS), |c| c.webhooks.workers = 0).await;
+    let body = envelope("user.updated", user_json("user_cli", "Cli", 5), T0_MS);
+    let now_s = (T0_MS / 1000) as i64;
+    let (status, _) = send(&support::http(), &app.edge, SECRET, "msg_cli", now_s, &body).await;
+    assert_eq!(status, 200);
+    let run = |args: Vec<String>| async move {
+        let mut cmd = Command::new(BIN);
+        cmd.args(&args).env_remove("FRONTDESK_CONFIG");
+        let out = tokio::task::spawn_blocking(move || cmd.output())
+            .await
+            .unwrap()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let api = app.api.clone();
+    let args = |a: &[&str]| {
+        let mut v: Vec<String> = a.iter().map(|s| s.to_string()).collect();
+        v.extend(["--api".to_string(), api.clone()]);
+        v
+    };
+    let (ok, out, err) = run(args(&["webhooks", "list", "--state", "pending"])).await;
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("msg_cli") && out.contains("user.updated"),
+        "{out}"
+    );
+    assert!(out.contains("1 message(s)"), "{out}");
+    let (ok, out, err) = run(args(&["webhooks", "replay", "--id", "msg_cli"])).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("1 message(s) back in the queue"), "{out}");
+    let (ok, out, err) = run(args(&["webhooks", "replay", "--state", "dead"])).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("0 message(s) back in the queue"), "{out}");
+    let (ok, _, err) = run(args(&["webhooks", "replay", "--id", "msg_none"])).await;
+    assert!(!ok && err.contains("404"), "{err}");
+    let (ok, _, _) = run(args(&["webhooks", "replay"])).await;
+    assert!(!ok, "replay needs --id or --state");
+    app.stop().await;
+}
