@@ -816,6 +816,30 @@ async fn the_emulators_webhooks_update_and_delete_the_local_user_and_its_cache()
     );
     assert_eq!(row.deleted_at, None);
 
+    // The user's own session: /me answers (and caches the context).
+    let jwt = emu
+        .mint_session(frontdesk_emulator::MintSession {
+            user_id: id.clone(),
+            org_id: None,
+            ttl_s: Some(600),
+            azp: None,
+        })
+        .unwrap()
+        .jwt;
+    let me = || async {
+        let r = c
+            .get(format!("{}/_frontdesk/me", app.edge))
+            .bearer_auth(&jwt)
+            .send()
+            .await
+            .unwrap();
+        (
+            r.status().as_u16(),
+            r.json::<Value>().await.unwrap_or(Value::Null),
+        )
+    };
+    assert_eq!(me().await.0, 200);
+
     // A session revoked in Clerk is refused here.
     let minted = emu
         .mint_session(frontdesk_emulator::MintSession {
@@ -849,6 +873,8 @@ async fn the_emulators_webhooks_update_and_delete_the_local_user_and_its_cache()
         .unwrap();
     assert!(row.deleted_at.is_some(), "{row:?}");
     assert_eq!(get_user().await.0, 404, "no stale cached user");
+    let (status, err) = me().await;
+    assert_eq!((status, err["code"].as_str()), (401, Some("user_deleted")));
     let done = app
         .state
         .store
