@@ -28,6 +28,7 @@ use crate::telemetry;
 use crate::tokens::{ClerkJwks, JwksSource, Verifier, VerifierConfig};
 use crate::upstream::{self, ClerkClient};
 use crate::users::{self, UserCache};
+use crate::webhooks::{self, Webhooks};
 
 /// Everything a handler may need. Cheap to clone; no globals, so two instances can run
 /// side by side in one test process.
@@ -53,6 +54,8 @@ pub struct AppState {
     pub events: EventHub,
     /// Request context (local user + profile) and first-login provisioning.
     pub context: ContextService,
+    /// Webhook signing keys and the signal that wakes the inbox workers.
+    pub webhooks: Arc<Webhooks>,
 }
 
 impl AppState {
@@ -157,6 +160,7 @@ impl App {
             config.context.clone(),
             clock.clone(),
         );
+        let webhooks = Arc::new(Webhooks::from_config(&config)?);
         Ok(Self {
             state: AppState {
                 config: Arc::new(config),
@@ -171,6 +175,7 @@ impl App {
                 verifier,
                 events: EventHub::new(1024),
                 context,
+                webhooks,
             },
         })
     }
@@ -183,7 +188,8 @@ impl App {
     pub fn edge_router(&self) -> Router {
         let router = Router::new()
             .merge(ops::edge_router())
-            .merge(context::api::router());
+            .merge(context::api::router())
+            .merge(webhooks::edge_router());
         finish(router, "edge", &self.state)
     }
 
@@ -192,7 +198,8 @@ impl App {
         let router = Router::new()
             .merge(ops::api_router())
             .merge(users::api::router())
-            .merge(proxy::router());
+            .merge(proxy::router())
+            .merge(webhooks::api_router());
         finish(router, "api", &self.state)
     }
 
@@ -226,6 +233,10 @@ impl App {
                     .run_subscriber(bus_handler(&self.state), background.clone()),
             );
         }
+        tokio::spawn(webhooks::run_workers(
+            self.state.clone(),
+            background.clone(),
+        ));
         let edge = axum::serve(listeners.edge, edge_router)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned());
         let api = axum::serve(listeners.api, api_router)

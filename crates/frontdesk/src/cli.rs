@@ -1,5 +1,5 @@
-//! The `frontdesk` command line: `serve`, `emulator`, `migrate`. Parses arguments,
-//! loads the configuration, installs logging and hands over to the library.
+//! The `frontdesk` command line: `serve`, `emulator`, `migrate`, `warm`, `webhooks`. Parses
+//! arguments, loads the configuration, installs logging and hands over to the library.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,6 +49,40 @@ pub enum Command {
     /// Warm a running instance's user cache (L1, and L2 when it has Redis) from a file
     /// of Clerk user ids, one per line, with a progress bar.
     Warm(WarmArgs),
+    /// Inspect and replay a running instance's webhook inbox (over its api listener).
+    Webhooks(WebhooksArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct WebhooksArgs {
+    /// The instance's api listener; defaults to the configured `api_addr`.
+    #[arg(long, value_name = "URL", global = true)]
+    pub api: Option<String>,
+    #[command(subcommand)]
+    pub command: WebhooksCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhooksCommand {
+    /// List inbox messages, newest first.
+    List {
+        /// Only messages in this state: pending, done or dead.
+        #[arg(long)]
+        state: Option<String>,
+        /// How many.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Put messages back in the queue (attempts reset, due now).
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["id", "state"])))]
+    Replay {
+        /// One message, by its svix id.
+        #[arg(long)]
+        id: Option<String>,
+        /// Every message in this state (only `dead`).
+        #[arg(long)]
+        state: Option<String>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -131,6 +165,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 .unwrap_or_else(|| format!("http://{}", config.api_addr));
             warm(&api, &args).await
         }
+        Command::Webhooks(args) => {
+            let api = args
+                .api
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", config.api_addr));
+            webhooks_command(api.trim_end_matches('/'), &args.command).await
+        }
         Command::Emulator(_) => Ok(()),
     }
 }
@@ -180,6 +221,66 @@ async fn warm(api: &str, args: &WarmArgs) -> anyhow::Result<()> {
     println!("warmed {found} users ({not_found} unknown to Clerk, {failed} failed)");
     if failed > 0 {
         anyhow::bail!("{failed} look-ups failed; run again to retry them");
+    }
+    Ok(())
+}
+
+async fn webhooks_command(api: &str, cmd: &WebhooksCommand) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let request = match cmd {
+        WebhooksCommand::List { state, limit } => {
+            let mut query = vec![("limit", limit.to_string())];
+            if let Some(s) = state {
+                query.push(("state", s.clone()));
+            }
+            http.get(format!("{api}/v1/webhooks")).query(&query)
+        }
+        WebhooksCommand::Replay { id: Some(id), .. } => {
+            let id: String = form_urlencoded::byte_serialize(id.as_bytes()).collect();
+            http.post(format!("{api}/v1/webhooks/{id}/replay"))
+        }
+        WebhooksCommand::Replay { state, .. } => http
+            .post(format!("{api}/v1/webhooks/replay"))
+            .query(&[("state", state.clone().unwrap_or_default())]),
+    };
+    let resp = request
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach {api}: {e}"))?;
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    if !status.is_success() {
+        anyhow::bail!(
+            "{api} answered {status}: {}",
+            body["message"].as_str().unwrap_or("no detail")
+        );
+    }
+    match cmd {
+        WebhooksCommand::List { .. } => {
+            let items = body["items"].as_array().cloned().unwrap_or_default();
+            println!(
+                "{:<34} {:<32} {:<8} {:>8} {:>14}  last error",
+                "id", "type", "state", "attempts", "received_at"
+            );
+            for i in &items {
+                println!(
+                    "{:<34} {:<32} {:<8} {:>8} {:>14}  {}",
+                    i["id"].as_str().unwrap_or(""),
+                    i["type"].as_str().unwrap_or(""),
+                    i["state"].as_str().unwrap_or(""),
+                    i["attempts"].as_i64().unwrap_or(0),
+                    i["received_at"].as_i64().unwrap_or(0),
+                    i["last_error"].as_str().unwrap_or("")
+                );
+            }
+            println!("{} message(s)", items.len());
+        }
+        WebhooksCommand::Replay { .. } => {
+            println!(
+                "{} message(s) back in the queue",
+                body["replayed"].as_u64().unwrap_or(0)
+            );
+        }
     }
     Ok(())
 }

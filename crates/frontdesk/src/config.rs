@@ -103,6 +103,40 @@ pub struct Config {
     pub tokens: TokensConfig,
     /// Request context: the local user, its profile, and first-login provisioning.
     pub context: ContextConfig,
+    /// Clerk webhook ingestion: verification, the durable inbox and its workers (the
+    /// signing secret is `clerk.webhook_signing_secret`).
+    pub webhooks: WebhooksConfig,
+}
+
+/// Clerk webhook ingestion.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// How far a message's `svix-timestamp` may be from now, in seconds (either way).
+    /// `FRONTDESK_WEBHOOKS__TOLERANCE_S`.
+    pub tolerance_s: u64,
+    /// Largest webhook body accepted, in bytes (the listener-wide `max_body_bytes`
+    /// applies too). `FRONTDESK_WEBHOOKS__MAX_BODY_BYTES`.
+    pub max_body_bytes: usize,
+    /// Inbox messages applied at once by this instance. 0 disables the workers (the
+    /// endpoint still stores messages). `FRONTDESK_WEBHOOKS__WORKERS`.
+    pub workers: usize,
+    /// Attempts before a message is marked `dead`. `FRONTDESK_WEBHOOKS__MAX_ATTEMPTS`.
+    pub max_attempts: u32,
+    /// Delay before the first retry, in ms; doubles per attempt, jittered.
+    /// `FRONTDESK_WEBHOOKS__BACKOFF_BASE_MS`.
+    pub backoff_base_ms: u64,
+    /// Largest retry delay, in ms. `FRONTDESK_WEBHOOKS__BACKOFF_MAX_MS`.
+    pub backoff_max_ms: u64,
+    /// How often workers look for due messages when nothing woke them, in ms (a new
+    /// message on this instance wakes them at once). `FRONTDESK_WEBHOOKS__POLL_INTERVAL_MS`.
+    pub poll_interval_ms: u64,
+    /// How long a claimed message is reserved for its worker, in ms; after that (a
+    /// crash, a kill) any instance takes it again. `FRONTDESK_WEBHOOKS__LEASE_MS`.
+    pub lease_ms: u64,
+    /// Messages applied per second by this instance; 0: no limit.
+    /// `FRONTDESK_WEBHOOKS__RATE_PER_S`.
+    pub rate_per_s: u32,
 }
 
 /// Session-token verification.
@@ -326,6 +360,17 @@ impl Default for Config {
                 roles: vec!["admin".into(), "user".into()],
                 role_overrides: Default::default(),
             },
+            webhooks: WebhooksConfig {
+                tolerance_s: 300,
+                max_body_bytes: 1024 * 1024,
+                workers: 4,
+                max_attempts: 8,
+                backoff_base_ms: 5_000,
+                backoff_max_ms: 900_000,
+                poll_interval_ms: 1_000,
+                lease_ms: 60_000,
+                rate_per_s: 0,
+            },
         }
     }
 }
@@ -511,6 +556,19 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "context.profile_defaults",
                 reason: "must be a JSON object".into(),
+            });
+        }
+        let w = &self.webhooks;
+        if w.max_attempts == 0 || w.poll_interval_ms == 0 || w.lease_ms == 0 {
+            return Err(ConfigError::Invalid {
+                key: "webhooks",
+                reason: "max_attempts, poll_interval_ms and lease_ms must be at least 1".into(),
+            });
+        }
+        if w.backoff_max_ms < w.backoff_base_ms {
+            return Err(ConfigError::Invalid {
+                key: "webhooks.backoff_max_ms",
+                reason: "must be at least backoff_base_ms".into(),
             });
         }
         if self.redis_prefix.is_empty() {

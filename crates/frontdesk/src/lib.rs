@@ -20,6 +20,7 @@ pub mod telemetry;
 pub mod tokens;
 pub mod upstream;
 pub mod users;
+pub mod webhooks;
 
 pub use app::{App, AppState, Listeners, run};
 pub use config::Config;

@@ -8,8 +8,10 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
+mod inbox;
 mod users;
 
+pub use inbox::{ClaimedMessage, InboxItem, InboxState, InboxStats, NewInboxMessage};
 pub use users::{Ensured, LocalUser, Profile, UserUpsert};
 
 use crate::error::{Error, Result};

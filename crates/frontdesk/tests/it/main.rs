@@ -16,3 +16,4 @@ mod migrations;
 mod ops;
 mod tokens;
 mod users;
+mod webhooks;

@@ -1,0 +1,357 @@
+//! The durable webhook inbox: verified messages are inserted before they are
+//! acknowledged (a redelivered message id is not stored twice), then claimed by workers
+//! under a lease, applied, and marked `done`, retried later, or `dead`.
+//!
+//! Claiming is one statement per backend: Postgres takes due rows with
+//! `FOR UPDATE SKIP LOCKED`, so concurrent workers on many instances never take the
+//! same row; SQLite has a single writer, so its `UPDATE … WHERE id IN (SELECT … LIMIT n)
+//! RETURNING` is atomic by itself. A claim sets `locked_until` (the lease) and counts the
+//! attempt, so the rows of a worker that died are taken again once the lease runs out,
+//! and a message that kills its worker every time still ends `dead`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use super::Store;
+use crate::error::Result;
+
+/// Where a message is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InboxState {
+    Pending,
+    Done,
+    Dead,
+}
+
+impl InboxState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InboxState::Pending => "pending",
+            InboxState::Done => "done",
+            InboxState::Dead => "dead",
+        }
+    }
+}
+
+impl fmt::Display for InboxState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for InboxState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "pending" => Ok(InboxState::Pending),
+            "done" => Ok(InboxState::Done),
+            "dead" => Ok(InboxState::Dead),
+            other => Err(format!("unknown inbox state {other:?}")),
+        }
+    }
+}
+
+/// A verified message, as the endpoint stores it.
+#[derive(Debug, Clone)]
+pub struct NewInboxMessage<'a> {
+    pub id: &'a str,
+    pub kind: &'a str,
+    /// The body exactly as received (UTF-8 JSON).
+    pub payload: &'a str,
+    /// The envelope's `timestamp`, in ms.
+    pub event_ts: i64,
+}
+
+/// A message a worker has claimed.
+#[derive(Debug, Clone)]
+pub struct ClaimedMessage {
+    pub id: String,
+    pub kind: String,
+    pub payload: String,
+    pub event_ts: i64,
+    pub received_at: i64,
+    /// Attempts so far, this one included.
+    pub attempts: i32,
+}
+
+/// One row as the operations API lists it (no payload).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InboxItem {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub state: InboxState,
+    pub attempts: i32,
+    pub received_at: i64,
+    pub next_attempt_at: i64,
+    pub last_error: Option<String>,
+}
+
+/// Queue figures for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct InboxStats {
+    pub pending: i64,
+    pub dead: i64,
+    /// `received_at` of the oldest pending message.
+    pub oldest_pending_at: Option<i64>,
+}
+
+type ClaimRow = (String, String, String, i64, i64, i32);
+type ItemRow = (String, String, String, i32, i64, i64, Option<String>);
+
+const CLAIM_PG: &str = "UPDATE webhook_inbox SET locked_until = $1, attempts = attempts + 1
+     WHERE id IN (
+         SELECT id FROM webhook_inbox
+         WHERE state = 'pending' AND next_attempt_at <= $2 AND locked_until <= $2
+         ORDER BY next_attempt_at, received_at
+         LIMIT $3
+         FOR UPDATE SKIP LOCKED)
+     RETURNING id, type, payload, event_ts, received_at, attempts";
+
+const CLAIM_SQLITE: &str = "UPDATE webhook_inbox SET locked_until = $1, attempts = attempts + 1
+     WHERE id IN (
+         SELECT id FROM webhook_inbox
+         WHERE state = 'pending' AND next_attempt_at <= $2 AND locked_until <= $2
+         ORDER BY next_attempt_at, received_at
+         LIMIT $3)
+     RETURNING id, type, payload, event_ts, received_at, attempts";
+
+/// Runs the same statement on whichever pool the store has.
+macro_rules! on_pool {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match $store {
+            Store::Postgres($pool) => $body,
+            Store::Sqlite($pool) => $body,
+        }
+    };
+}
+
+impl Store {
+    /// Stores a verified message unless its id is already there. Returns whether it was
+    /// new. The row is committed when this returns, so the caller may acknowledge.
+    pub async fn inbox_insert(&self, m: &NewInboxMessage<'_>, now_ms: i64) -> Result<bool> {
+        let sql =
+            "INSERT INTO webhook_inbox (id, type, payload, event_ts, received_at, next_attempt_at)
+                   VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (id) DO NOTHING";
+        let n = on_pool!(self, |pool| sqlx::query(sql)
+            .bind(m.id)
+            .bind(m.kind)
+            .bind(m.payload)
+            .bind(m.event_ts)
+            .bind(now_ms)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(n == 1)
+    }
+
+    /// Takes up to `limit` due messages for `lease_ms`, counting the attempt.
+    pub async fn inbox_claim(
+        &self,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<ClaimedMessage>> {
+        let until = now_ms.saturating_add(lease_ms);
+        let rows: Vec<ClaimRow> = match self {
+            Store::Postgres(pool) => {
+                sqlx::query_as(CLAIM_PG)
+                    .bind(until)
+                    .bind(now_ms)
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await?
+            }
+            Store::Sqlite(pool) => {
+                sqlx::query_as(CLAIM_SQLITE)
+                    .bind(until)
+                    .bind(now_ms)
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await?
+            }
+        };
+        Ok(rows
+            .into_iter()
+            .map(
+                |(id, kind, payload, event_ts, received_at, attempts)| ClaimedMessage {
+                    id,
+                    kind,
+                    payload,
+                    event_ts,
+                    received_at,
+                    attempts,
+                },
+            )
+            .collect())
+    }
+
+    /// The message's effect is applied. A row another worker already finished stays
+    /// as it is.
+    pub async fn inbox_done(&self, id: &str, now_ms: i64) -> Result<()> {
+        let sql = "UPDATE webhook_inbox SET state = 'done', done_at = $1, locked_until = 0, last_error = NULL
+                   WHERE id = $2 AND state = 'pending'";
+        on_pool!(self, |pool| sqlx::query(sql)
+            .bind(now_ms)
+            .bind(id)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(())
+    }
+
+    /// The attempt failed: try again at `next_attempt_at`.
+    pub async fn inbox_retry(&self, id: &str, next_attempt_at: i64, error: &str) -> Result<()> {
+        let sql = "UPDATE webhook_inbox SET next_attempt_at = $1, locked_until = 0, last_error = $2
+                   WHERE id = $3 AND state = 'pending'";
+        on_pool!(self, |pool| sqlx::query(sql)
+            .bind(next_attempt_at)
+            .bind(error)
+            .bind(id)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(())
+    }
+
+    /// The last attempt failed: the message is kept as `dead` until replayed.
+    pub async fn inbox_dead(&self, id: &str, error: &str, now_ms: i64) -> Result<()> {
+        let sql = "UPDATE webhook_inbox SET state = 'dead', done_at = $1, locked_until = 0, last_error = $2
+                   WHERE id = $3 AND state = 'pending'";
+        on_pool!(self, |pool| sqlx::query(sql)
+            .bind(now_ms)
+            .bind(error)
+            .bind(id)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(())
+    }
+
+    /// Newest first, optionally of one state.
+    pub async fn inbox_list(
+        &self,
+        state: Option<InboxState>,
+        limit: i64,
+    ) -> Result<Vec<InboxItem>> {
+        let cols = "id, type, state, attempts, received_at, next_attempt_at, last_error";
+        let rows: Vec<ItemRow> = match state {
+            Some(s) => {
+                let sql = format!(
+                    "SELECT {cols} FROM webhook_inbox WHERE state = $1 ORDER BY received_at DESC, id LIMIT $2"
+                );
+                on_pool!(self, |pool| sqlx::query_as(&sql)
+                    .bind(s.as_str())
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await?)
+            }
+            None => {
+                let sql = format!(
+                    "SELECT {cols} FROM webhook_inbox ORDER BY received_at DESC, id LIMIT $1"
+                );
+                on_pool!(self, |pool| sqlx::query_as(&sql)
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await?)
+            }
+        };
+        rows.into_iter()
+            .map(
+                |(id, kind, state, attempts, received_at, next_attempt_at, last_error)| {
+                    Ok(InboxItem {
+                        id,
+                        kind,
+                        state: state
+                            .parse()
+                            .map_err(|e: String| anyhow::anyhow!("webhook_inbox: {e}"))?,
+                        attempts,
+                        received_at,
+                        next_attempt_at,
+                        last_error,
+                    })
+                },
+            )
+            .collect()
+    }
+
+    /// One message, when stored.
+    pub async fn inbox_get(&self, id: &str) -> Result<Option<InboxItem>> {
+        let sql = "SELECT id, type, state, attempts, received_at, next_attempt_at, last_error
+                   FROM webhook_inbox WHERE id = $1";
+        let row: Option<ItemRow> = on_pool!(self, |pool| sqlx::query_as(sql)
+            .bind(id)
+            .fetch_optional(pool)
+            .await?);
+        row.map(
+            |(id, kind, state, attempts, received_at, next_attempt_at, last_error)| {
+                Ok(InboxItem {
+                    id,
+                    kind,
+                    state: state
+                        .parse()
+                        .map_err(|e: String| anyhow::anyhow!("webhook_inbox: {e}"))?,
+                    attempts,
+                    received_at,
+                    next_attempt_at,
+                    last_error,
+                })
+            },
+        )
+        .transpose()
+    }
+
+    /// Puts one message back in the queue (attempts reset, due now), whatever its
+    /// state. Returns whether it exists.
+    pub async fn inbox_replay(&self, id: &str, now_ms: i64) -> Result<bool> {
+        let sql = "UPDATE webhook_inbox SET state = 'pending', attempts = 0, next_attempt_at = $1,
+                       locked_until = 0, done_at = NULL
+                   WHERE id = $2";
+        let n = on_pool!(self, |pool| sqlx::query(sql)
+            .bind(now_ms)
+            .bind(id)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(n == 1)
+    }
+
+    /// Puts every message of `state` back in the queue. Returns how many.
+    pub async fn inbox_replay_state(&self, state: InboxState, now_ms: i64) -> Result<u64> {
+        let sql = "UPDATE webhook_inbox SET state = 'pending', attempts = 0, next_attempt_at = $1,
+                       locked_until = 0, done_at = NULL
+                   WHERE state = $2";
+        Ok(on_pool!(self, |pool| sqlx::query(sql)
+            .bind(now_ms)
+            .bind(state.as_str())
+            .execute(pool)
+            .await?
+            .rows_affected()))
+    }
+
+    /// Queue depth, dead letters and the oldest pending message.
+    pub async fn inbox_stats(&self) -> Result<InboxStats> {
+        let sql = "SELECT
+                (SELECT count(*) FROM webhook_inbox WHERE state = 'pending'),
+                (SELECT count(*) FROM webhook_inbox WHERE state = 'dead'),
+                (SELECT min(received_at) FROM webhook_inbox WHERE state = 'pending')";
+        let (pending, dead, oldest_pending_at): (i64, i64, Option<i64>) =
+            on_pool!(self, |pool| sqlx::query_as(sql).fetch_one(pool).await?);
+        Ok(InboxStats {
+            pending,
+            dead,
+            oldest_pending_at,
+        })
+    }
+
+    /// Rows in the inbox, all states.
+    pub async fn inbox_count(&self) -> Result<i64> {
+        let sql = "SELECT count(*) FROM webhook_inbox";
+        Ok(on_pool!(self, |pool| sqlx::query_scalar(sql)
+            .fetch_one(pool)
+            .await?))
+    }
+}
