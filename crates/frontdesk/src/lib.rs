@@ -11,6 +11,7 @@ pub mod context;
 pub mod devmode;
 pub mod error;
 pub mod events;
+pub mod generations;
 pub mod json;
 pub mod ops;
 pub mod proxy;

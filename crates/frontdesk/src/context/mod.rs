@@ -12,7 +12,6 @@ pub mod roles;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
@@ -26,6 +25,7 @@ pub use roles::{role_of, upsert_from_clerk};
 use crate::clock::SharedClock;
 use crate::config::ContextConfig;
 use crate::error::{Error, Result};
+use crate::generations::Generations;
 use crate::redis_link::RedisLink;
 use crate::store::{Ensured, LocalUser, Profile, Store};
 use crate::users::UserCache;
@@ -66,7 +66,8 @@ struct Inner {
     redis: Option<Arc<RedisLink>>,
     l1: moka::sync::Cache<String, Cached>,
     inflight: Mutex<HashMap<String, Provisioning>>,
-    epoch: AtomicU64,
+    /// Per-user invalidation generations (see `generations.rs`).
+    generations: Generations,
     config: ContextConfig,
     clock: SharedClock,
 }
@@ -89,7 +90,7 @@ impl ContextService {
             redis,
             l1,
             inflight: Mutex::new(HashMap::new()),
-            epoch: AtomicU64::new(0),
+            generations: Generations::default(),
             config,
             clock,
         }))
@@ -105,12 +106,12 @@ impl ContextService {
             tracing::debug!(user_id = clerk_id, tier = "l1", "context_cache_hit");
             return check_alive(c.context).map(|c| (c, Resolved::CacheL1));
         }
-        let epoch = inner.epoch.load(Ordering::SeqCst);
+        let generation = inner.generations.current(clerk_id);
         if let Some(c) = self.l2_get(clerk_id, now).await {
             metrics::counter!("frontdesk_context_cache_total", "result" => "hit", "tier" => "l2")
                 .increment(1);
             tracing::debug!(user_id = clerk_id, tier = "l2", "context_cache_hit");
-            if inner.epoch.load(Ordering::SeqCst) == epoch {
+            if inner.generations.unchanged(clerk_id, generation) {
                 inner.l1.insert(clerk_id.to_string(), c.clone());
             }
             return check_alive(c.context).map(|c| (c, Resolved::CacheL2));
@@ -165,13 +166,13 @@ impl ContextService {
 
     async fn provision_uncoalesced(&self, clerk_id: &str) -> Result<(Arc<Context>, Ensured)> {
         let inner = &self.0;
-        let epoch = inner.epoch.load(Ordering::SeqCst);
+        let generation = inner.generations.current(clerk_id);
         let started = Instant::now();
         let now = inner.clock.now_ms() as i64;
         let user = match inner.store.context_by_clerk_id(clerk_id).await? {
             Some((user, Some(profile))) => {
                 let context = check_alive(Arc::new(Context { user, profile }))?;
-                self.cache(clerk_id, &context, epoch).await;
+                self.cache(clerk_id, &context, generation).await;
                 return Ok((context, Ensured::Existing));
             }
             Some((user, None)) => user,
@@ -245,14 +246,14 @@ impl ContextService {
         metrics::histogram!("frontdesk_provisioning_duration_seconds")
             .record(started.elapsed().as_secs_f64());
         let context = Arc::new(Context { user, profile });
-        self.cache(clerk_id, &context, epoch).await;
+        self.cache(clerk_id, &context, generation).await;
         Ok((context, ensured))
     }
 
     /// Writes a complete context to L1 and L2, unless it was invalidated meanwhile.
-    async fn cache(&self, clerk_id: &str, context: &Arc<Context>, epoch: u64) {
+    async fn cache(&self, clerk_id: &str, context: &Arc<Context>, generation: u64) {
         let inner = &self.0;
-        if inner.epoch.load(Ordering::SeqCst) != epoch {
+        if !inner.generations.unchanged(clerk_id, generation) {
             return;
         }
         let fresh_until_ms = inner.clock.now_ms() + inner.config.ttl_ms;
@@ -313,12 +314,12 @@ impl ContextService {
     }
 
     pub fn evict_local(&self, clerk_id: &str) {
-        self.0.epoch.fetch_add(1, Ordering::SeqCst);
+        self.0.generations.bump(clerk_id);
         self.0.l1.invalidate(clerk_id);
     }
 
     pub fn clear_local(&self) {
-        self.0.epoch.fetch_add(1, Ordering::SeqCst);
+        self.0.generations.bump_all();
         self.0.l1.invalidate_all();
     }
 }

@@ -16,6 +16,7 @@ use super::batcher::{self, BatchItem, BatchStats};
 use crate::bus::{Bus, BusEvent};
 use crate::clock::SharedClock;
 use crate::config::CacheConfig;
+use crate::generations::Generations;
 use crate::redis_link::RedisLink;
 use crate::upstream::{ClerkClient, UpstreamError};
 
@@ -176,9 +177,9 @@ struct Inner {
     bus: Arc<Bus>,
     batcher: mpsc::UnboundedSender<BatchItem>,
     inflight: Mutex<HashMap<String, Shared<BoxFuture<'static, LoadResult>>>>,
-    /// Bumped by every invalidation; a load that started before one does not write
-    /// its (possibly older) answer into the caches.
-    epoch: AtomicU64,
+    /// Bumped per user by every invalidation; a load that started before one does
+    /// not write its (possibly older) answer into the caches.
+    generations: Generations,
     config: CacheConfig,
     clock: SharedClock,
     counters: Counters,
@@ -218,7 +219,7 @@ impl UserCache {
             bus,
             batcher,
             inflight: Mutex::new(HashMap::new()),
-            epoch: AtomicU64::new(0),
+            generations: Generations::default(),
             config,
             clock,
             counters: Counters::default(),
@@ -306,9 +307,9 @@ impl UserCache {
 
     async fn load_uncoalesced(&self, id: &str) -> LoadResult {
         let inner = &self.0;
-        let epoch = inner.epoch.load(Ordering::SeqCst);
+        let generation = inner.generations.current(id);
         if let Some(entry) = self.l2_get(id).await {
-            if inner.epoch.load(Ordering::SeqCst) == epoch {
+            if inner.generations.unchanged(id, generation) {
                 inner.l1.insert(id.to_string(), entry.clone());
             }
             return Ok((entry, Source::L2));
@@ -336,7 +337,7 @@ impl UserCache {
         };
         let now = inner.clock.now_ms();
         let entry = self.entry(user, now);
-        if inner.epoch.load(Ordering::SeqCst) == epoch {
+        if inner.generations.unchanged(id, generation) {
             inner.l1.insert(id.to_string(), entry.clone());
             self.l2_put(id, &entry, now).await;
         }
@@ -453,7 +454,7 @@ impl UserCache {
     /// Forgets a user everywhere: L1 here, L2, and every other instance's L1.
     pub async fn invalidate(&self, id: &str) {
         let inner = &self.0;
-        inner.epoch.fetch_add(1, Ordering::SeqCst);
+        inner.generations.bump(id);
         inner.l1.invalidate(id);
         self.l2_del(id).await;
         inner
@@ -473,7 +474,7 @@ impl UserCache {
     pub async fn put(&self, user: CachedUser) {
         let inner = &self.0;
         let id = user.id().to_string();
-        inner.epoch.fetch_add(1, Ordering::SeqCst);
+        inner.generations.bump(&id);
         let now = inner.clock.now_ms();
         let entry = self.entry(Some(Arc::new(user)), now);
         inner.l1.insert(id.clone(), entry.clone());
@@ -487,7 +488,7 @@ impl UserCache {
 
     /// Applies another instance's invalidation to this instance's L1.
     pub fn evict_local(&self, id: &str) {
-        self.0.epoch.fetch_add(1, Ordering::SeqCst);
+        self.0.generations.bump(id);
         self.0.l1.invalidate(id);
         self.0
             .counters
@@ -499,7 +500,7 @@ impl UserCache {
 
     /// Drops all of L1 (after the bus may have missed messages).
     pub fn clear_local(&self) {
-        self.0.epoch.fetch_add(1, Ordering::SeqCst);
+        self.0.generations.bump_all();
         self.0.l1.invalidate_all();
     }
 
