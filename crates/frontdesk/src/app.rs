@@ -17,6 +17,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use crate::bus::{self, Bus, BusEvent};
 use crate::clock::{self, SharedClock};
 use crate::config::Config;
+use crate::context::{self, ContextService};
 use crate::error::{Error, Result};
 use crate::events::EventHub;
 use crate::ops;
@@ -50,6 +51,8 @@ pub struct AppState {
     pub verifier: Option<Verifier>,
     /// In-process events for subscribers (SSE, refresh jobs, tests).
     pub events: EventHub,
+    /// Request context (local user + profile) and first-login provisioning.
+    pub context: ContextService,
 }
 
 impl AppState {
@@ -59,6 +62,8 @@ impl AppState {
         if let Some(users) = &self.users {
             users.invalidate(clerk_id).await;
         }
+        // Other instances drop their context on the user invalidation above.
+        self.context.invalidate(clerk_id).await;
     }
 
     /// A session ended or was revoked: its tokens are refused until `until_ms`
@@ -145,6 +150,13 @@ impl App {
             .as_ref()
             .map(|_| Arc::new(ReadCache::new(config.cache.clone(), clock.clone())));
         let verifier = build_verifier(&config, clerk.clone(), clock.clone())?;
+        let context = ContextService::new(
+            store.clone(),
+            users.clone(),
+            redis.clone(),
+            config.context.clone(),
+            clock.clone(),
+        );
         Ok(Self {
             state: AppState {
                 config: Arc::new(config),
@@ -158,6 +170,7 @@ impl App {
                 proxy_reads,
                 verifier,
                 events: EventHub::new(1024),
+                context,
             },
         })
     }
@@ -168,7 +181,9 @@ impl App {
 
     /// The public listener's routes.
     pub fn edge_router(&self) -> Router {
-        let router = Router::new().merge(ops::edge_router());
+        let router = Router::new()
+            .merge(ops::edge_router())
+            .merge(context::api::router());
         finish(router, "edge", &self.state)
     }
 
@@ -312,11 +327,13 @@ fn build_verifier(
 fn bus_handler(state: &AppState) -> bus::Handler {
     let users = state.users.clone();
     let reads = state.proxy_reads.clone();
+    let context = state.context.clone();
     Arc::new(move |event| match event {
         BusEvent::UserInvalidated { id } => {
             if let Some(u) = &users {
                 u.evict_local(&id);
             }
+            context.evict_local(&id);
         }
         BusEvent::ProxyNamespaceBumped { namespace } => {
             if let Some(r) = &reads {
@@ -324,6 +341,7 @@ fn bus_handler(state: &AppState) -> bus::Handler {
             }
         }
         BusEvent::Resync => {
+            context.clear_local();
             if let Some(u) = &users {
                 u.clear_local();
             }

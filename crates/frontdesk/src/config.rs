@@ -546,7 +546,7 @@ fn collect_keys(prefix: &str, value: &serde_json::Value, out: &mut BTreeSet<Stri
             } else {
                 format!("{prefix}.{k}")
             };
-            if v.is_object() {
+            if v.is_object() && !JSON_KEYS.contains(&key.as_str()) {
                 collect_keys(&key, v, out);
             } else {
                 out.insert(key);

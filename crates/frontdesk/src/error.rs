@@ -20,7 +20,7 @@ pub enum Error {
     },
     /// The store (Postgres/SQLite) cannot be reached; the request may be retried.
     #[error("store unavailable: {0}")]
-    StoreUnavailable(#[source] sqlx::Error),
+    StoreUnavailable(#[source] std::sync::Arc<sqlx::Error>),
     /// Clerk cannot be reached or is limiting us, and nothing cached can answer.
     #[error("upstream unavailable: {detail}")]
     UpstreamUnavailable {
@@ -74,7 +74,7 @@ impl Error {
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
         if crate::store::is_unavailable(&e) {
-            Error::StoreUnavailable(e)
+            Error::StoreUnavailable(std::sync::Arc::new(e))
         } else {
             Error::Internal(anyhow::Error::new(e).context("store query failed"))
         }

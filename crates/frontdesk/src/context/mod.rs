@@ -1,6 +1,363 @@
 //! Who is this request: the verified session, the local user and the app's profile,
 //! resolved together and cached; and race-free first-login provisioning.
+//!
+//! Resolution: context cache (L1, then L2) → the store (user and profile) → on a
+//! user's first request, the Clerk user (through the user cache) becomes the local
+//! row and the profile is ensured. The cache holds only complete contexts (a user
+//! *with* its profile), written after the rows exist, so the next request sees them
+//! and no cached context can make a dashboard wait for a profile forever.
 
+pub mod api;
 pub mod roles;
 
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tracing::Instrument;
+
 pub use roles::{role_of, upsert_from_clerk};
+
+use crate::clock::SharedClock;
+use crate::config::ContextConfig;
+use crate::error::{Error, Result};
+use crate::redis_link::RedisLink;
+use crate::store::{Ensured, LocalUser, Profile, Store};
+use crate::users::UserCache;
+
+/// A request's identity as the app sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Context {
+    pub user: LocalUser,
+    pub profile: Profile,
+}
+
+#[derive(Clone)]
+struct Cached {
+    context: Arc<Context>,
+    fresh_until_ms: u64,
+}
+
+/// Where a context came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolved {
+    CacheL1,
+    CacheL2,
+    Store,
+    /// Made now: the user's first request (or first since its profile went missing).
+    Provisioned(Ensured),
+}
+
+/// Shared provisioning of one user: concurrent first requests on this instance wait
+/// for one run (across instances the store's `ON CONFLICT` makes them converge).
+type Provisioning = Shared<BoxFuture<'static, Result<(Arc<Context>, Ensured), Arc<Error>>>>;
+
+#[derive(Clone)]
+pub struct ContextService(Arc<Inner>);
+
+struct Inner {
+    store: Store,
+    users: Option<UserCache>,
+    redis: Option<Arc<RedisLink>>,
+    l1: moka::sync::Cache<String, Cached>,
+    inflight: Mutex<HashMap<String, Provisioning>>,
+    epoch: AtomicU64,
+    config: ContextConfig,
+    clock: SharedClock,
+}
+
+impl ContextService {
+    pub fn new(
+        store: Store,
+        users: Option<UserCache>,
+        redis: Option<Arc<RedisLink>>,
+        config: ContextConfig,
+        clock: SharedClock,
+    ) -> Self {
+        let l1 = moka::sync::Cache::builder()
+            .max_capacity(config.l1_max_entries)
+            .time_to_live(Duration::from_millis(config.ttl_ms.max(1)))
+            .build();
+        Self(Arc::new(Inner {
+            store,
+            users,
+            redis,
+            l1,
+            inflight: Mutex::new(HashMap::new()),
+            epoch: AtomicU64::new(0),
+            config,
+            clock,
+        }))
+    }
+
+    /// The context of the Clerk user `clerk_id`, creating what is missing.
+    pub async fn resolve(&self, clerk_id: &str) -> Result<(Arc<Context>, Resolved)> {
+        let inner = &self.0;
+        let now = inner.clock.now_ms();
+        if let Some(c) = inner.l1.get(clerk_id).filter(|c| now < c.fresh_until_ms) {
+            metrics::counter!("frontdesk_context_cache_total", "result" => "hit", "tier" => "l1")
+                .increment(1);
+            tracing::debug!(user_id = clerk_id, tier = "l1", "context_cache_hit");
+            return check_alive(c.context).map(|c| (c, Resolved::CacheL1));
+        }
+        let epoch = inner.epoch.load(Ordering::SeqCst);
+        if let Some(c) = self.l2_get(clerk_id, now).await {
+            metrics::counter!("frontdesk_context_cache_total", "result" => "hit", "tier" => "l2")
+                .increment(1);
+            tracing::debug!(user_id = clerk_id, tier = "l2", "context_cache_hit");
+            if inner.epoch.load(Ordering::SeqCst) == epoch {
+                inner.l1.insert(clerk_id.to_string(), c.clone());
+            }
+            return check_alive(c.context).map(|c| (c, Resolved::CacheL2));
+        }
+        metrics::counter!("frontdesk_context_cache_total", "result" => "miss", "tier" => "all")
+            .increment(1);
+        tracing::info!(user_id = clerk_id, "context_cache_miss");
+        let (context, ensured) = self.provision(clerk_id).await.map_err(unshare)?;
+        let how = match ensured {
+            Ensured::Existing => Resolved::Store,
+            other => Resolved::Provisioned(other),
+        };
+        Ok((context, how))
+    }
+
+    /// Makes sure the user and its profile exist (idempotent), and caches the result.
+    /// Returns whether this call created the profile.
+    pub async fn ensure(&self, clerk_id: &str) -> Result<(Arc<Context>, bool)> {
+        let (context, ensured) = self.provision(clerk_id).await.map_err(unshare)?;
+        Ok((context, ensured.created()))
+    }
+
+    fn provision(&self, clerk_id: &str) -> Provisioning {
+        let mut inflight = self.0.inflight.lock();
+        if let Some(p) = inflight.get(clerk_id) {
+            return p.clone();
+        }
+        let this = self.clone();
+        let key = clerk_id.to_string();
+        // The run carries the span of the request that started it, so its log lines
+        // (profile_created, …) have that request's id.
+        let task = tokio::spawn(
+            async move {
+                let result = this.provision_uncoalesced(&key).await.map_err(Arc::new);
+                this.0.inflight.lock().remove(&key);
+                result
+            }
+            .instrument(tracing::Span::current()),
+        );
+        let fut = async move {
+            task.await.unwrap_or_else(|e| {
+                Err(Arc::new(Error::Internal(anyhow::anyhow!(
+                    "provisioning task failed: {e}"
+                ))))
+            })
+        }
+        .boxed()
+        .shared();
+        inflight.insert(clerk_id.to_string(), fut.clone());
+        fut
+    }
+
+    async fn provision_uncoalesced(&self, clerk_id: &str) -> Result<(Arc<Context>, Ensured)> {
+        let inner = &self.0;
+        let epoch = inner.epoch.load(Ordering::SeqCst);
+        let started = Instant::now();
+        let now = inner.clock.now_ms() as i64;
+        let user = match inner.store.context_by_clerk_id(clerk_id).await? {
+            Some((user, Some(profile))) => {
+                let context = check_alive(Arc::new(Context { user, profile }))?;
+                self.cache(clerk_id, &context, epoch).await;
+                return Ok((context, Ensured::Existing));
+            }
+            Some((user, None)) => user,
+            None => {
+                let users = inner.users.as_ref().ok_or_else(|| {
+                    Error::client(
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                        "upstream_unconfigured",
+                        "no Clerk instance is configured to look up new users",
+                    )
+                })?;
+                let lookup = users.get(clerk_id).await?;
+                let clerk_user = lookup.user.ok_or_else(|| {
+                    Error::unauthorized(
+                        "user_not_found",
+                        "the token's user does not exist in Clerk",
+                    )
+                })?;
+                let upsert = upsert_from_clerk(&clerk_user, &inner.config);
+                inner.store.upsert_user(&upsert, now).await?
+            }
+        };
+        if user.deleted_at.is_some() {
+            return Err(user_deleted());
+        }
+        let ensured = inner
+            .store
+            .ensure_profile(&user, &inner.config.profile_defaults, now)
+            .await;
+        let (profile, ensured) = match ensured {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(user_id = clerk_id, error = %e, "profile_creation_failed");
+                metrics::counter!("frontdesk_provisioning_total", "outcome" => "failed")
+                    .increment(1);
+                return Err(e);
+            }
+        };
+        match ensured {
+            Ensured::Created => {
+                tracing::info!(
+                    user_id = clerk_id,
+                    profile_id = profile.id,
+                    "profile_created"
+                );
+            }
+            Ensured::LinkedByEmail => {
+                tracing::info!(
+                    user_id = clerk_id,
+                    profile_id = profile.id,
+                    "profile_linked_by_email"
+                );
+            }
+            Ensured::CreatedAmbiguous => {
+                tracing::warn!(user_id = clerk_id, "profile_link_ambiguous");
+                tracing::info!(
+                    user_id = clerk_id,
+                    profile_id = profile.id,
+                    "profile_created"
+                );
+            }
+            Ensured::Existing => {}
+        }
+        let outcome = match ensured {
+            Ensured::Existing => "existing",
+            Ensured::Created => "created",
+            Ensured::LinkedByEmail => "linked_by_email",
+            Ensured::CreatedAmbiguous => "created_ambiguous",
+        };
+        metrics::counter!("frontdesk_provisioning_total", "outcome" => outcome).increment(1);
+        metrics::histogram!("frontdesk_provisioning_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        let context = Arc::new(Context { user, profile });
+        self.cache(clerk_id, &context, epoch).await;
+        Ok((context, ensured))
+    }
+
+    /// Writes a complete context to L1 and L2, unless it was invalidated meanwhile.
+    async fn cache(&self, clerk_id: &str, context: &Arc<Context>, epoch: u64) {
+        let inner = &self.0;
+        if inner.epoch.load(Ordering::SeqCst) != epoch {
+            return;
+        }
+        let fresh_until_ms = inner.clock.now_ms() + inner.config.ttl_ms;
+        inner.l1.insert(
+            clerk_id.to_string(),
+            Cached {
+                context: context.clone(),
+                fresh_until_ms,
+            },
+        );
+        let Some(redis) = inner.redis.as_ref().filter(|r| r.is_up()) else {
+            return;
+        };
+        let Ok(json) = serde_json::to_vec(&**context) else {
+            return;
+        };
+        let mut conn = redis.conn();
+        let result: redis::RedisResult<()> = redis::cmd("SET")
+            .arg(redis.key(&format!("ctx:{clerk_id}")))
+            .arg(json)
+            .arg("PX")
+            .arg(inner.config.ttl_ms.max(1))
+            .query_async(&mut conn)
+            .await;
+        redis.record(&result);
+    }
+
+    async fn l2_get(&self, clerk_id: &str, now: u64) -> Option<Cached> {
+        let redis = self.0.redis.as_ref().filter(|r| r.is_up())?;
+        let mut conn = redis.conn();
+        let result: redis::RedisResult<Option<Vec<u8>>> = redis::cmd("GET")
+            .arg(redis.key(&format!("ctx:{clerk_id}")))
+            .query_async(&mut conn)
+            .await;
+        redis.record(&result);
+        let bytes = result.ok()??;
+        let context: Context = serde_json::from_slice(&bytes).ok()?;
+        // L2 expiry is Redis's PX; L1 keeps it at most one more TTL.
+        Some(Cached {
+            context: Arc::new(context),
+            fresh_until_ms: now + self.0.config.ttl_ms,
+        })
+    }
+
+    /// Forgets a user's context here and in L2 (other instances hear it through the
+    /// user invalidation on the bus).
+    pub async fn invalidate(&self, clerk_id: &str) {
+        self.evict_local(clerk_id);
+        let Some(redis) = self.0.redis.as_ref().filter(|r| r.is_up()) else {
+            return;
+        };
+        let mut conn = redis.conn();
+        let result: redis::RedisResult<i64> = redis::cmd("DEL")
+            .arg(redis.key(&format!("ctx:{clerk_id}")))
+            .query_async(&mut conn)
+            .await;
+        redis.record(&result);
+    }
+
+    pub fn evict_local(&self, clerk_id: &str) {
+        self.0.epoch.fetch_add(1, Ordering::SeqCst);
+        self.0.l1.invalidate(clerk_id);
+    }
+
+    pub fn clear_local(&self) {
+        self.0.epoch.fetch_add(1, Ordering::SeqCst);
+        self.0.l1.invalidate_all();
+    }
+}
+
+fn user_deleted() -> Error {
+    Error::unauthorized("user_deleted", "this user has been deleted")
+}
+
+fn check_alive(c: Arc<Context>) -> Result<Arc<Context>> {
+    if c.user.deleted_at.is_some() {
+        Err(user_deleted())
+    } else {
+        Ok(c)
+    }
+}
+
+/// A shared provisioning error, as an answer for one caller.
+fn unshare(e: Arc<Error>) -> Error {
+    match Arc::try_unwrap(e) {
+        Ok(e) => e,
+        Err(shared) => match &*shared {
+            Error::Client {
+                status,
+                code,
+                detail,
+            } => Error::Client {
+                status: *status,
+                code,
+                detail: detail.clone(),
+            },
+            Error::StoreUnavailable(e) => Error::StoreUnavailable(e.clone()),
+            Error::UpstreamUnavailable {
+                detail,
+                retry_after_s,
+            } => Error::UpstreamUnavailable {
+                detail: detail.clone(),
+                retry_after_s: *retry_after_s,
+            },
+            Error::Internal(e) => Error::Internal(anyhow::anyhow!("{e:#}")),
+        },
+    }
+}

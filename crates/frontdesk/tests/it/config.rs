@@ -142,3 +142,29 @@ fn secrets_never_print() {
         assert!(!json.contains(secret), "Serialize leaks {secret}");
     }
 }
+
+#[test]
+fn json_settings_come_from_the_environment() {
+    let (c, _) = Config::load_from(
+        None,
+        &env(&[
+            (
+                "FRONTDESK_CONTEXT__PROFILE_DEFAULTS",
+                r#"{"cohort":"neon","goals":{"revenue":16000,"leads":50}}"#,
+            ),
+            ("FRONTDESK_CONTEXT__ROLES", "admin,user,viewer"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(
+        c.context.profile_defaults,
+        serde_json::json!({"cohort":"neon","goals":{"revenue":16000,"leads":50}})
+    );
+    assert_eq!(c.context.roles, vec!["admin", "user", "viewer"]);
+    let err = Config::load_from(
+        None,
+        &env(&[("FRONTDESK_CONTEXT__PROFILE_DEFAULTS", "[1]")]),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("profile_defaults"), "{err}");
+}
