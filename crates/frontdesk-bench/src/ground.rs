@@ -17,7 +17,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::rng::Rng;
 
-
 /// The webhook signing secret the bench configures and signs with.
 pub const WEBHOOK_SECRET: &str = "whsec_ZnJvbnRkZXNrLWJlbmNoLXdlYmhvb2stc2VjcmV0ISE=";
 
@@ -277,4 +276,3 @@ pub fn http() -> reqwest::Client {
         .build()
         .unwrap_or_default()
 }
-

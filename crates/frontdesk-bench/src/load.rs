@@ -190,7 +190,7 @@ async fn connection<W: Workload>(
     let mut rng = Rng::new(seed);
     let mut classes = vec![Class::default(); w.classes()];
     let mut first_error: Option<String> = None;
-    let mut note = |e: String, first: &mut Option<String>| {
+    let note = |e: String, first: &mut Option<String>| {
         if first.is_none() {
             *first = Some(e);
         }
@@ -229,11 +229,7 @@ async fn connection<W: Workload>(
         let answered = tokio::time::timeout(spec.request_timeout, async {
             let resp = s.send_request(req).await.map_err(|e| e.to_string())?;
             let (parts, body) = resp.into_parts();
-            let body = body
-                .collect()
-                .await
-                .map_err(|e| e.to_string())?
-                .to_bytes();
+            let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
             Ok::<_, String>((parts.status, body))
         })
         .await;
@@ -241,7 +237,8 @@ async fn connection<W: Workload>(
         match answered {
             Ok(Ok((status, body))) => {
                 let v = w.verdict(meta, status, &body);
-                let c = &mut classes[v.class.min(classes.len() - 1)];
+                let last = classes.len() - 1;
+                let c = &mut classes[v.class.min(last)];
                 match v.outcome {
                     Outcome::Ok => {
                         c.ok += 1;

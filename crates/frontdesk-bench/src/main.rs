@@ -278,7 +278,12 @@ fn compare(done: &[Scenario]) {
     if let (Some(z), Some(n)) = (med("zipf", "rps"), med("no-cache", "rps")) {
         println!();
         println!("== zipf vs no-cache ==");
-        println!("   rps: {} vs {} ({:.1}x)", report::fmt_num(z), report::fmt_num(n), z / n);
+        println!(
+            "   rps: {} vs {} ({:.1}x)",
+            report::fmt_num(z),
+            report::fmt_num(n),
+            z / n
+        );
         if let (Some(zc), Some(nc)) = (
             med("zipf", "clerk calls / 1k req"),
             med("no-cache", "clerk calls / 1k req"),
@@ -291,7 +296,11 @@ fn compare(done: &[Scenario]) {
             );
         }
         if let (Some(zp), Some(np)) = (med("zipf", "p99"), med("no-cache", "p99")) {
-            println!("   p99: {} µs vs {} µs", report::fmt_num(zp), report::fmt_num(np));
+            println!(
+                "   p99: {} µs vs {} µs",
+                report::fmt_num(zp),
+                report::fmt_num(np)
+            );
         }
     }
 }

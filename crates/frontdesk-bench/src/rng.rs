@@ -87,6 +87,10 @@ mod tests {
             counts[z.sample(&mut rng)] += 1;
         }
         let max = counts.iter().copied().max().unwrap_or(0) as f64 / 100_000.0;
-        assert!((max - z.top_share()).abs() < 0.02, "{max} vs {}", z.top_share());
+        assert!(
+            (max - z.top_share()).abs() < 0.02,
+            "{max} vs {}",
+            z.top_share()
+        );
     }
 }

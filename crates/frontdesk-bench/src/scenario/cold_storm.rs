@@ -90,17 +90,14 @@ pub async fn run(g: &Ground, a: &Args, _seed: u64) -> anyhow::Result<Report> {
         .await?;
     let db = g.database().await?;
     let prefix = g.redis_prefix();
-    let fd = g
-        .frontdesk(g.config(&db, &emu, prefix.as_deref()))
-        .await?;
+    let fd = g.frontdesk(g.config(&db, &emu, prefix.as_deref())).await?;
     let id = Emulator::seed_user_id;
     let bound = n.div_ceil(100) as f64;
 
     let (calls, ms, bad) = library(g, &fd, &emu.emulator, vec![id(0); n]).await?;
     r.add("lib.one_user.calls", calls as f64, "calls");
     r.add("lib.one_user.ms", ms, "ms");
-    let (calls, ms, bad2) =
-        library(g, &fd, &emu.emulator, (1..=n).map(id).collect()).await?;
+    let (calls, ms, bad2) = library(g, &fd, &emu.emulator, (1..=n).map(id).collect()).await?;
     r.add("lib.distinct.calls", calls as f64, "calls");
     r.add("lib.distinct.ms", ms, "ms");
     let (calls, ms, bad3) = over_http(&fd, &emu.emulator, vec![id(n + 1); n]).await?;

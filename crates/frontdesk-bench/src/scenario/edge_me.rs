@@ -75,9 +75,7 @@ pub async fn run(g: &Ground, a: &Args, seed: u64) -> anyhow::Result<Report> {
         .await?;
     let db = g.database().await?;
     let prefix = g.redis_prefix();
-    let fd = g
-        .frontdesk(g.config(&db, &emu, prefix.as_deref()))
-        .await?;
+    let fd = g.frontdesk(g.config(&db, &emu, prefix.as_deref())).await?;
     let hello = g.hello().await?;
     let t0 = std::time::Instant::now();
     let tokens = Arc::new(super::mint_tokens(&emu, a.users).await?);
@@ -126,7 +124,10 @@ pub async fn run(g: &Ground, a: &Args, seed: u64) -> anyhow::Result<Report> {
             .count()
             .await;
         if bad > 0 {
-            r.note(format!("warm-up: {bad} of {} /me calls failed", tokens.len()));
+            r.note(format!(
+                "warm-up: {bad} of {} /me calls failed",
+                tokens.len()
+            ));
         }
         r.note(format!(
             "warm-up of {} tokens + contexts took {:.1} s (not measured)",
@@ -181,7 +182,11 @@ pub async fn run(g: &Ground, a: &Args, seed: u64) -> anyhow::Result<Report> {
             pct_us(&m1.lat_ns, 99.0) - pct_us(&h1.lat_ns, 99.0),
             "µs",
         );
-        r.add("clerk calls (measured phase)", emu.emulator.stats().total as f64, "calls");
+        r.add(
+            "clerk calls (measured phase)",
+            emu.emulator.stats().total as f64,
+            "calls",
+        );
         if m_all.ok == 0 {
             r.fail(format!("/me answered nothing: {:?}", m.first_error));
         } else if m_all.errors > 0 {

@@ -96,9 +96,7 @@ pub async fn run(g: &Ground, a: &Args, seed: u64) -> anyhow::Result<Report> {
         .await?;
     let db = g.database().await?;
     let prefix = g.redis_prefix();
-    let fd = g
-        .frontdesk(g.config(&db, &emu, prefix.as_deref()))
-        .await?;
+    let fd = g.frontdesk(g.config(&db, &emu, prefix.as_deref())).await?;
     let http = crate::ground::http();
     let probe = http
         .post(format!("http://{}{WEBHOOKS}", fd.edge))

@@ -197,6 +197,12 @@ pub async fn run(g: &Ground, a: &Args, seed: u64) -> anyhow::Result<Report> {
 
     let ids: Arc<Vec<String>> = Arc::new((0..a.users).map(Emulator::seed_user_id).collect());
     let zipf = Zipf::new(a.users, a.s, seed ^ 0x21bf);
+    r.note(format!(
+        "Zipf s = {} over {} users: the hottest user gets {:.1}% of look-ups",
+        a.s,
+        a.users,
+        100.0 * zipf.top_share()
+    ));
     let acked: Arc<Vec<AtomicU32>> = Arc::new((0..a.users).map(|_| AtomicU32::new(0)).collect());
     let seen: Arc<Vec<AtomicBool>> =
         Arc::new((0..a.users).map(|_| AtomicBool::new(false)).collect());
@@ -320,11 +326,7 @@ pub async fn run(g: &Ground, a: &Args, seed: u64) -> anyhow::Result<Report> {
         minimum as f64 * 1000.0 / requests.max(1) as f64,
         "calls",
     );
-    r.add(
-        "calls / minimum",
-        calls as f64 / minimum.max(1) as f64,
-        "x",
-    );
+    r.add("calls / minimum", calls as f64 / minimum.max(1) as f64, "x");
     r.add("stale reads after ack", all.stale as f64, "req");
     if !direct {
         let mut sum = [0f64; 10];
@@ -358,6 +360,11 @@ pub async fn run(g: &Ground, a: &Args, seed: u64) -> anyhow::Result<Report> {
         r.add("upstream loads", sum[4], "users");
         r.add("batches", sum[5], "calls");
         r.add("batched ids", sum[6], "users");
+        r.add(
+            "users fetched / distinct read",
+            sum[4] / distinct.max(1) as f64,
+            "x",
+        );
         r.add("coalesced waits", sum[7], "");
         r.add("stale served", sum[8], "");
         r.add("l2 errors", sum[9], "");
