@@ -146,12 +146,14 @@ impl Ground {
         emu: &RunningEmulator,
         redis_prefix: Option<&str>,
     ) -> Config {
-        let mut c = Config::default();
-        c.edge_addr = SocketAddr::from(([127, 0, 0, 1], 0));
-        c.api_addr = SocketAddr::from(([127, 0, 0, 1], 0));
-        c.database_url = Secret::new(database_url);
-        c.log_format = LogFormat::Json;
-        c.shutdown_grace_ms = 2_000;
+        let mut c = Config {
+            edge_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            database_url: Secret::new(database_url),
+            log_format: LogFormat::Json,
+            shutdown_grace_ms: 2_000,
+            ..Config::default()
+        };
         c.clerk.api_url = emu.url.clone();
         c.clerk.secret_key = Some(Secret::new(emu.emulator.secret_key()));
         c.clerk.jwt_key = Some(emu.emulator.public_key_pem());

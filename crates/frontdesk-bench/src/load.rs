@@ -119,6 +119,16 @@ pub fn pct_us(sorted_ns: &[u64], p: f64) -> f64 {
 /// Drives `workload` per `spec` and returns what happened; latency vectors of each
 /// class are sorted.
 pub async fn drive<W: Workload>(workload: Arc<W>, spec: Spec, seed: u64) -> Run {
+    if std::env::var_os("FRONTDESK_BENCH_PHASES").is_some() {
+        // For attaching a profiler to one phase (see BENCHMARKS.md).
+        eprintln!(
+            "phase: {} x{} for {:?} (pid {})",
+            std::any::type_name::<W>(),
+            spec.connections,
+            spec.duration,
+            std::process::id()
+        );
+    }
     let start = Instant::now();
     let deadline = start + spec.duration;
     let mut tasks = Vec::with_capacity(spec.connections);

@@ -36,8 +36,10 @@ async fn fixture() -> Fixture {
         .await
         .expect("spawn emulator");
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut c = Config::default();
-    c.database_url = Secret::new(format!("sqlite://{}/bench.db", dir.path().display()));
+    let mut c = Config {
+        database_url: Secret::new(format!("sqlite://{}/bench.db", dir.path().display())),
+        ..Config::default()
+    };
     c.clerk.api_url = emu.url.clone();
     c.clerk.secret_key = Some(Secret::new(emu.emulator.secret_key()));
     c.clerk.jwt_key = Some(emu.emulator.public_key_pem());
