@@ -87,6 +87,9 @@ struct Cli {
     /// zipf / no-cache / cold-storm: Clerk (emulator) latency in ms.
     #[arg(long, default_value_t = 50)]
     clerk_latency_ms: u64,
+    /// zipf / no-cache: share of users updated during the run.
+    #[arg(long, default_value_t = 0.01)]
+    update_share: f64,
     /// cold-storm: concurrent callers.
     #[arg(long)]
     storm_n: Option<usize>,
@@ -161,7 +164,7 @@ async fn run_all(cli: &Cli, g: &Ground) -> anyhow::Result<bool> {
         latency_ms: cli.clerk_latency_ms,
         connections: conns(16, 64),
         duration_s: pick(1.5, 30.0),
-        update_share: 0.01,
+        update_share: cli.update_share.clamp(0.0, 1.0),
         instances: cli.instances.max(1),
     };
     let no_cache = zipf::Args {

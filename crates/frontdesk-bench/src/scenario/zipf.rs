@@ -207,7 +207,7 @@ pub async fn run(g: &Ground, a: &Args, seed: u64) -> anyhow::Result<Report> {
     let seen: Arc<Vec<AtomicBool>> =
         Arc::new((0..a.users).map(|_| AtomicBool::new(false)).collect());
     let mut rng = Rng::new(seed ^ 0x5151);
-    let n_updates = ((a.users as f64 * a.update_share).round() as usize).max(1);
+    let n_updates = (a.users as f64 * a.update_share).round() as usize;
     let updates = pick_updates(&zipf, a.users, n_updates, &mut rng);
 
     let (addrs, secret) = if direct {
@@ -244,6 +244,9 @@ pub async fn run(g: &Ground, a: &Args, seed: u64) -> anyhow::Result<Report> {
             // Spread over the first 80% of the run, at most 32 in flight.
             let start = Instant::now();
             let every = duration.mul_f64(0.8) / updates.len().max(1) as u32;
+            if updates.is_empty() {
+                return;
+            }
             let gate = Arc::new(tokio::sync::Semaphore::new(32));
             let mut tasks = Vec::with_capacity(updates.len());
             for (k, i) in updates.into_iter().enumerate() {
