@@ -232,9 +232,12 @@ pub struct CacheConfig {
     pub stale_if_error_ms: u64,
     /// How long "no such user" is remembered. `FRONTDESK_CACHE__NOT_FOUND_TTL_MS`.
     pub not_found_ttl_ms: u64,
-    /// How long misses for different users are gathered into one list call.
-    /// `FRONTDESK_CACHE__BATCH_WINDOW_MS`.
+    /// Misses for different users are gathered into one list call until none has
+    /// arrived for this long. `FRONTDESK_CACHE__BATCH_WINDOW_MS`.
     pub batch_window_ms: u64,
+    /// …but a batch waits at most this long after its first miss.
+    /// `FRONTDESK_CACHE__BATCH_MAX_WAIT_MS`.
+    pub batch_max_wait_ms: u64,
     /// Ids per list call (Clerk accepts at most 100). `FRONTDESK_CACHE__BATCH_MAX`.
     pub batch_max: usize,
     /// Freshness of other proxied Backend API reads (lists, counts, organizations).
@@ -336,6 +339,7 @@ impl Default for Config {
                 stale_if_error_ms: 3_600_000,
                 not_found_ttl_ms: 30_000,
                 batch_window_ms: 2,
+                batch_max_wait_ms: 10,
                 batch_max: 100,
                 proxy_ttl_ms: 30_000,
                 jwks_ttl_ms: 3_600_000,

@@ -93,6 +93,47 @@ pub async fn prometheus_upkeep(
     }
 }
 
+/// Label values without an allocation per request for the common cases.
+fn method_label(m: &axum::http::Method) -> metrics::SharedString {
+    use axum::http::Method;
+    let s: &'static str = match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    };
+    s.into()
+}
+
+fn status_label(status: u16) -> metrics::SharedString {
+    let s: &'static str = match status {
+        200 => "200",
+        201 => "201",
+        204 => "204",
+        304 => "304",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        409 => "409",
+        413 => "413",
+        415 => "415",
+        422 => "422",
+        429 => "429",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        other => return other.to_string().into(),
+    };
+    s.into()
+}
+
 /// A request id: the caller's `X-Request-Id` when it is a sane token (printable ASCII,
 /// at most 128 bytes: it ends up in logs), otherwise a fresh UUIDv7.
 fn request_id_of(req: &Request) -> String {
@@ -144,9 +185,9 @@ pub async fn observe(listener: &'static str, mut req: Request, next: Next) -> Re
     metrics::counter!(
         "frontdesk_http_requests_total",
         "listener" => listener,
-        "method" => method.to_string(),
+        "method" => method_label(&method),
         "route" => route.clone(),
-        "status" => status.to_string()
+        "status" => status_label(status)
     )
     .increment(1);
     metrics::histogram!(

@@ -4,15 +4,14 @@
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::Context;
 use crate::app::AppState;
 use crate::error::{Error, Result};
-use crate::store::{LocalUser, Profile};
 use crate::tokens::Session;
 
 pub fn router() -> Router<AppState> {
@@ -22,40 +21,22 @@ pub fn router() -> Router<AppState> {
 }
 
 #[derive(Serialize)]
-struct UserOut<'a> {
-    id: i64,
-    clerk_id: &'a str,
-    email: Option<&'a str>,
-    name: Option<&'a str>,
-    image_url: Option<&'a str>,
-    role: &'a str,
-    created_at: i64,
-    updated_at: i64,
+struct SessionOut<'a> {
+    sid: Option<&'a str>,
+    org: Option<&'a crate::tokens::Org>,
+    expires_at: u64,
 }
 
-fn user_out(u: &LocalUser) -> UserOut<'_> {
-    UserOut {
-        id: u.id,
-        clerk_id: &u.clerk_id,
-        email: u.email.as_deref(),
-        name: u.name.as_deref(),
-        image_url: u.image_url.as_deref(),
-        role: &u.role,
-        created_at: u.created_at,
-        updated_at: u.updated_at,
+fn session_out(s: &Session) -> SessionOut<'_> {
+    SessionOut {
+        sid: s.session_id.as_deref(),
+        org: s.org.as_ref(),
+        expires_at: s.expires_at_ms,
     }
 }
 
-fn session_out(s: &Session) -> Value {
-    json!({
-        "sid": s.session_id,
-        "org": s.org,
-        "expires_at": s.expires_at_ms,
-    })
-}
-
-/// Verifies the request's session token; records the user id on the request span.
-#[tracing::instrument(name = "authenticate", skip_all)]
+/// Verifies the request's session token and records the user id on the request span
+/// (never the token).
 pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Session> {
     let verifier = state.verifier.as_ref().ok_or_else(|| {
         Error::client(
@@ -72,37 +53,27 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Sessi
     Ok(session)
 }
 
-fn profile_out(p: &Profile) -> &Profile {
-    p
-}
-
-fn body(context: &Context, session: &Session) -> Value {
-    json!({
-        "user": user_out(&context.user),
-        "profile": profile_out(&context.profile),
-        "session": session_out(session),
-    })
-}
-
-async fn me(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Value>> {
+async fn me(State(state): State<AppState>, headers: HeaderMap) -> Result<Response> {
     let session = authenticate(&state, &headers).await?;
-    record_user(&session);
     let (context, _) = state.context.resolve(&session.user_id).await?;
-    Ok(Json(body(&context, &session)))
+    // The user and profile were rendered once when the context was cached; only the
+    // session part is written per request.
+    let rendered = context.rendered();
+    let mut body = Vec::with_capacity(rendered.len() + 160);
+    body.push(b'{');
+    body.extend_from_slice(rendered);
+    body.extend_from_slice(b",\"session\":");
+    serde_json::to_writer(&mut body, &session_out(&session))
+        .map_err(|e| Error::Internal(anyhow::anyhow!("rendering the session: {e}")))?;
+    body.push(b'}');
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 async fn ensure_profile(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Value>> {
     let session = authenticate(&state, &headers).await?;
-    record_user(&session);
     let (context, created) = state.context.ensure(&session.user_id).await?;
     Ok(Json(json!({
-        "profile": profile_out(&context.profile),
+        "profile": &context.profile,
         "created": created,
     })))
-}
-
-/// The request span (opened by the observation layer) carries the user id from here
-/// on, so every later log line of the request names the user — never the token.
-fn record_user(session: &Session) {
-    tracing::Span::current().record("user_id", session.user_id.as_str());
 }

@@ -31,10 +31,67 @@ use crate::store::{Ensured, LocalUser, Profile, Store};
 use crate::users::UserCache;
 
 /// A request's identity as the app sees it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Context {
     pub user: LocalUser,
     pub profile: Profile,
+    /// `"user":{…},"profile":{…}` as `/me` answers them, rendered once per cached
+    /// context rather than once per request.
+    #[serde(skip)]
+    rendered: std::sync::OnceLock<Vec<u8>>,
+}
+
+impl PartialEq for Context {
+    fn eq(&self, other: &Self) -> bool {
+        self.user == other.user && self.profile == other.profile
+    }
+}
+
+/// The user as `/me` shows it (no Clerk bookkeeping columns).
+#[derive(Serialize)]
+struct UserOut<'a> {
+    id: i64,
+    clerk_id: &'a str,
+    email: Option<&'a str>,
+    name: Option<&'a str>,
+    image_url: Option<&'a str>,
+    role: &'a str,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl Context {
+    pub fn new(user: LocalUser, profile: Profile) -> Self {
+        Self {
+            user,
+            profile,
+            rendered: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// `"user":{…},"profile":{…}` (a JSON object's members, without braces).
+    pub fn rendered(&self) -> &[u8] {
+        self.rendered.get_or_init(|| {
+            let u = &self.user;
+            let user = UserOut {
+                id: u.id,
+                clerk_id: &u.clerk_id,
+                email: u.email.as_deref(),
+                name: u.name.as_deref(),
+                image_url: u.image_url.as_deref(),
+                role: &u.role,
+                created_at: u.created_at,
+                updated_at: u.updated_at,
+            };
+            let mut out = Vec::with_capacity(512);
+            out.extend_from_slice(b"\"user\":");
+            // Serialising plain structs of strings and numbers cannot fail.
+            let _ = serde_json::to_writer(&mut out, &user);
+            out.extend_from_slice(b",\"profile\":");
+            let _ = serde_json::to_writer(&mut out, &self.profile);
+            out
+        })
+    }
 }
 
 #[derive(Clone)]
@@ -171,7 +228,7 @@ impl ContextService {
         let now = inner.clock.now_ms() as i64;
         let user = match inner.store.context_by_clerk_id(clerk_id).await? {
             Some((user, Some(profile))) => {
-                let context = check_alive(Arc::new(Context { user, profile }))?;
+                let context = check_alive(Arc::new(Context::new(user, profile)))?;
                 self.cache(clerk_id, &context, generation).await;
                 return Ok((context, Ensured::Existing));
             }
@@ -245,7 +302,7 @@ impl ContextService {
         metrics::counter!("frontdesk_provisioning_total", "outcome" => outcome).increment(1);
         metrics::histogram!("frontdesk_provisioning_duration_seconds")
             .record(started.elapsed().as_secs_f64());
-        let context = Arc::new(Context { user, profile });
+        let context = Arc::new(Context::new(user, profile));
         self.cache(clerk_id, &context, generation).await;
         Ok((context, ensured))
     }

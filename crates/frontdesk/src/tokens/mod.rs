@@ -148,7 +148,7 @@ struct Inner {
     config: VerifierConfig,
     keys: Keys,
     clock: SharedClock,
-    verified: moka::future::Cache<[u8; 32], Arc<Verified>>,
+    verified: moka::sync::Cache<[u8; 32], Arc<Verified>>,
     revocations: Arc<dyn Revocations>,
 }
 
@@ -210,7 +210,7 @@ impl Verifier {
             )),
             _ => return Err(VerifierBuildError::NoKeySource),
         };
-        let verified = moka::future::Cache::builder()
+        let verified = moka::sync::Cache::builder()
             .max_capacity(config.token_cache_capacity)
             .expire_after(KeepUntilExp)
             .build();
@@ -234,8 +234,9 @@ impl Verifier {
         matches!(self.inner.keys, Keys::Pem(_))
     }
 
-    /// Verifies a session token: the session, or why not.
-    #[tracing::instrument(name = "verify_token", skip_all)]
+    /// Verifies a session token: the session, or why not. Not instrumented with a span
+    /// of its own: it runs on every request, and the request span already carries the
+    /// request id (and, once known, the user id).
     pub async fn verify(&self, token: &str) -> Result<Session, TokenError> {
         let outcome = self.verify_uncounted(token).await;
         let result = match &outcome {
@@ -288,11 +289,11 @@ impl Verifier {
         let cfg = &self.inner.config;
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
 
-        if let Some(hit) = self.inner.verified.get(&digest).await {
+        if let Some(hit) = self.inner.verified.get(&digest) {
             metrics::counter!("frontdesk_token_cache_total", "result" => "hit").increment(1);
             let now = self.inner.clock.now_ms();
             if hit.session.expires_at_ms.saturating_add(cfg.skew_ms) <= now {
-                self.inner.verified.invalidate(&digest).await;
+                self.inner.verified.invalidate(&digest);
                 return Err(TokenError::Expired);
             }
             self.check_revoked(&hit.session, now)?;
@@ -343,16 +344,13 @@ impl Verifier {
 
         let until = session.expires_at_ms.saturating_add(cfg.skew_ms);
         let keep_for = Duration::from_millis(until.saturating_sub(now)).min(MAX_CACHE_KEEP);
-        self.inner
-            .verified
-            .insert(
-                digest,
-                Arc::new(Verified {
-                    session: session.clone(),
-                    keep_for,
-                }),
-            )
-            .await;
+        self.inner.verified.insert(
+            digest,
+            Arc::new(Verified {
+                session: session.clone(),
+                keep_for,
+            }),
+        );
         Ok(session)
     }
 

@@ -1,7 +1,8 @@
 //! Gathers look-ups of different users into list calls. A batch opens with the first
-//! id, closes after `window` or at `max` ids, and is sent as one
-//! `GET /v1/users?user_id=…`; several batches may be in flight at once (bounded by the
-//! upstream client's concurrency).
+//! id and closes at `max` ids, or once no id has arrived for `window` (a burst keeps
+//! it open), or `max_wait` after it opened (a steady stream cannot hold it forever);
+//! it is sent as one `GET /v1/users?user_id=…`. Several batches may be in flight at
+//! once (bounded by the upstream client's concurrency).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,28 +23,40 @@ pub struct BatchStats {
     pub ids: AtomicU64,
 }
 
+/// When a batch is cut.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchTiming {
+    /// Quiet time after the last arrival that closes a batch.
+    pub window: Duration,
+    /// Longest a batch stays open after its first id.
+    pub max_wait: Duration,
+    /// Ids per batch (Clerk accepts at most 100 per filter).
+    pub max: usize,
+}
+
 pub fn spawn(
     client: Arc<ClerkClient>,
-    window: Duration,
-    max: usize,
+    timing: BatchTiming,
     stats: Arc<BatchStats>,
 ) -> mpsc::UnboundedSender<BatchItem> {
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(run(client, rx, window, max.clamp(1, 100), stats));
+    tokio::spawn(run(client, rx, timing, stats));
     tx
 }
 
 async fn run(
     client: Arc<ClerkClient>,
     mut rx: mpsc::UnboundedReceiver<BatchItem>,
-    window: Duration,
-    max: usize,
+    timing: BatchTiming,
     stats: Arc<BatchStats>,
 ) {
+    let max = timing.max.clamp(1, 100);
     // Ends when every sender (the cache) is gone.
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
-        let deadline = tokio::time::Instant::now() + window;
+        let opened = tokio::time::Instant::now();
+        let hard_deadline = opened + timing.max_wait.max(timing.window);
+        let mut deadline = (opened + timing.window).min(hard_deadline);
         while batch.len() < max {
             // Take what is already queued without waiting, then wait out the window.
             match rx.try_recv() {
@@ -55,7 +68,10 @@ async fn run(
                 Err(mpsc::error::TryRecvError::Empty) => {}
             }
             match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(item)) => batch.push(item),
+                Ok(Some(item)) => {
+                    batch.push(item);
+                    deadline = (tokio::time::Instant::now() + timing.window).min(hard_deadline);
+                }
                 Ok(None) | Err(_) => break,
             }
         }

@@ -209,8 +209,11 @@ impl UserCache {
         let batch_stats = Arc::new(BatchStats::default());
         let batcher = batcher::spawn(
             client,
-            Duration::from_millis(config.batch_window_ms),
-            config.batch_max,
+            batcher::BatchTiming {
+                window: Duration::from_millis(config.batch_window_ms),
+                max_wait: Duration::from_millis(config.batch_max_wait_ms),
+                max: config.batch_max,
+            },
             batch_stats.clone(),
         );
         Self(Arc::new(Inner {
