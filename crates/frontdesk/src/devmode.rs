@@ -64,15 +64,17 @@ impl DevEmulator {
         format!(
             "\nFrontdesk is ready (dev mode: no CLERK_SECRET_KEY, so an embedded Clerk emulator stands in).\n\
              \n  edge   http://{edge}   public: /_frontdesk/*\
-             \n  api    http://{api}   internal: /readyz, /metrics\
+             \n  api    http://{api}   internal: /clerk/v1/*, /v1/*, /readyz, /metrics\
              \n  clerk  {clerk}   emulator with {users} demo users\
              \n  store  {store}\
              \n\nDemo session token for {user} (valid {ttl} s):\n  {token}\n\
              \nTry:\
-             \n  curl -s http://{edge}/_frontdesk/healthz\
+             \n  TOKEN={token}\
+             \n  curl -s -H \"Authorization: Bearer $TOKEN\" http://{edge}/_frontdesk/me\
+             \n  curl -s -H 'Authorization: Bearer {secret}' http://{api}/clerk/v1/users/{user}   # the Backend API proxy\
+             \n  curl -s http://{api}/v1/users/{user}?fields=minimal\
+             \n  curl -s http://{api}/v1/stats\
              \n  curl -s http://{api}/readyz\
-             \n  curl -s http://{api}/metrics | head\
-             \n  curl -s -H 'Authorization: Bearer {secret}' {clerk}/v1/users/{user}\
              \n  curl -s -X POST {clerk}/__emulator/sessions -d '{{\"user_id\":\"{user}\"}}'   # a fresh token\n",
             users = state.config.dev.users,
             store = state.store.kind(),

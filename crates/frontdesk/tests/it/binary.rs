@@ -103,6 +103,16 @@ async fn serve_with_no_keys_runs_the_embedded_default_and_stops_on_sigterm() {
             panic!("healthz at {edge}: {e:?}; stderr: {log}")
         });
     assert_eq!(r.status(), 200);
+    // The demo token works at the edge: the demo user gets a profile.
+    let r = c
+        .get(format!("{edge}/_frontdesk/me"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let me: serde_json::Value = r.json().await.unwrap();
+    assert!(me["profile"]["id"].is_i64(), "{me}");
     let r = c.get(format!("{api}/readyz")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let ready: serde_json::Value = r.json().await.unwrap();
