@@ -310,19 +310,10 @@ fn build_verifier(
     clerk: Option<Arc<ClerkClient>>,
     clock: SharedClock,
 ) -> Result<Option<Verifier>> {
-    let t = &config.tokens;
     let vc = VerifierConfig {
         jwt_key_pem: config.clerk.jwt_key.clone(),
         authorized_parties: config.clerk.authorized_parties.clone(),
-        require_azp: t.require_azp,
-        issuer: t.issuer.clone(),
-        skew_ms: t.skew_ms,
-        jwks_ttl_ms: t.jwks_ttl_ms,
-        unknown_kid_cooldown_ms: t.unknown_kid_cooldown_ms,
-        failed_fetch_ttl_ms: t.failed_fetch_ttl_ms,
-        jwks_fetch_timeout_ms: t.jwks_fetch_timeout_ms,
-        token_cache_capacity: t.token_cache_capacity,
-        max_revocations: t.max_revocations,
+        ..config.tokens.clone()
     };
     if vc.jwt_key_pem.is_none() && clerk.is_none() {
         return Ok(None);

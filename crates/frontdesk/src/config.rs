@@ -100,7 +100,8 @@ pub struct Config {
     /// The tiered user cache and the Backend API proxy's read cache.
     pub cache: CacheConfig,
     /// Session-token verification (keys and parties come from `[clerk]`).
-    pub tokens: TokensConfig,
+    /// `FRONTDESK_TOKENS__*`.
+    pub tokens: crate::tokens::VerifierConfig,
     /// Request context: the local user, its profile, and first-login provisioning.
     pub context: ContextConfig,
     /// Clerk webhook ingestion: verification, the durable inbox and its workers (the
@@ -137,35 +138,6 @@ pub struct WebhooksConfig {
     /// Messages applied per second by this instance; 0: no limit.
     /// `FRONTDESK_WEBHOOKS__RATE_PER_S`.
     pub rate_per_s: u32,
-}
-
-/// Session-token verification.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct TokensConfig {
-    /// Refuse tokens without `azp` when authorized parties are configured (Clerk
-    /// mints cookie tokens without `azp` when the request had no Origin).
-    /// `FRONTDESK_TOKENS__REQUIRE_AZP`.
-    pub require_azp: bool,
-    /// Expected `iss` (the instance's Frontend API URL); unset: not checked.
-    /// `FRONTDESK_TOKENS__ISSUER`.
-    pub issuer: Option<String>,
-    /// Clock skew allowed on `exp`, `nbf`, `iat`, in ms. `FRONTDESK_TOKENS__SKEW_MS`.
-    pub skew_ms: u64,
-    /// How long a fetched JWKS is used. `FRONTDESK_TOKENS__JWKS_TTL_MS`.
-    pub jwks_ttl_ms: u64,
-    /// An unknown `kid` refetches the JWKS at most once per this period.
-    /// `FRONTDESK_TOKENS__UNKNOWN_KID_COOLDOWN_MS`.
-    pub unknown_kid_cooldown_ms: u64,
-    /// After a failed JWKS fetch, no new fetch for this long.
-    /// `FRONTDESK_TOKENS__FAILED_FETCH_TTL_MS`.
-    pub failed_fetch_ttl_ms: u64,
-    /// Time limit of one JWKS fetch. `FRONTDESK_TOKENS__JWKS_FETCH_TIMEOUT_MS`.
-    pub jwks_fetch_timeout_ms: u64,
-    /// Verified tokens kept (each until its `exp`). `FRONTDESK_TOKENS__TOKEN_CACHE_CAPACITY`.
-    pub token_cache_capacity: u64,
-    /// Revoked session ids kept. `FRONTDESK_TOKENS__MAX_REVOCATIONS`.
-    pub max_revocations: usize,
 }
 
 /// Request context and first-login provisioning.
@@ -345,17 +317,7 @@ impl Default for Config {
                 jwks_ttl_ms: 3_600_000,
                 proxy_max_entries: 10_000,
             },
-            tokens: TokensConfig {
-                require_azp: false,
-                issuer: None,
-                skew_ms: 5_000,
-                jwks_ttl_ms: 3_600_000,
-                unknown_kid_cooldown_ms: 300_000,
-                failed_fetch_ttl_ms: 5_000,
-                jwks_fetch_timeout_ms: 5_000,
-                token_cache_capacity: 100_000,
-                max_revocations: 100_000,
-            },
+            tokens: crate::tokens::VerifierConfig::default(),
             context: ContextConfig {
                 ttl_ms: 300_000,
                 l1_max_entries: 100_000,

@@ -53,15 +53,20 @@ use jwks::{JwksCache, JwksTimings};
 /// Tokens longer than this are refused unparsed (Clerk's are ~1 KiB).
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
-/// How verification behaves. Times are milliseconds.
+/// How verification behaves. Times are milliseconds. This is also the `[tokens]`
+/// section of the configuration; the key and the parties are Clerk settings
+/// (`CLERK_JWT_KEY`, `CLERK_AUTHORIZED_PARTIES`, under `[clerk]`), so they are not
+/// read from that section and are filled in when the verifier is built.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct VerifierConfig {
     /// `CLERK_JWT_KEY`: the instance's RSA public key as PEM (SPKI `PUBLIC KEY` or
     /// PKCS#1 `RSA PUBLIC KEY`; escaped `\n` and one-line bodies are accepted). When
     /// set, no JWKS is ever fetched and the token's `kid` is not consulted.
+    #[serde(skip)]
     pub jwt_key_pem: Option<String>,
     /// `CLERK_AUTHORIZED_PARTIES`: accepted `azp` values (exact origins). Empty: any.
+    #[serde(skip)]
     pub authorized_parties: Vec<String>,
     /// Whether a token without `azp` is refused when `authorized_parties` is set.
     /// Default `false`: Clerk mints cookie tokens without `azp` when the minting

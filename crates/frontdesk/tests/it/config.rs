@@ -153,6 +153,8 @@ fn json_settings_come_from_the_environment() {
                 r#"{"cohort":"neon","goals":{"revenue":16000,"leads":50}}"#,
             ),
             ("FRONTDESK_CONTEXT__ROLES", "admin,user,viewer"),
+            ("FRONTDESK_TOKENS__SKEW_MS", "2000"),
+            ("FRONTDESK_TOKENS__ISSUER", "https://clerk.example.com"),
         ]),
     )
     .unwrap();
@@ -161,6 +163,11 @@ fn json_settings_come_from_the_environment() {
         serde_json::json!({"cohort":"neon","goals":{"revenue":16000,"leads":50}})
     );
     assert_eq!(c.context.roles, vec!["admin", "user", "viewer"]);
+    assert_eq!(c.tokens.skew_ms, 2000);
+    assert_eq!(
+        c.tokens.issuer.as_deref(),
+        Some("https://clerk.example.com")
+    );
     let err = Config::load_from(
         None,
         &env(&[("FRONTDESK_CONTEXT__PROFILE_DEFAULTS", "[1]")]),
