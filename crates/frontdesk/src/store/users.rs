@@ -241,14 +241,23 @@ impl Store {
 
     /// Marks the user deleted (keeping the row and its profile for the app), unless
     /// the stored row is newer than `clerk_updated_at`. Returns whether a row changed.
+    ///
+    /// A user never seen before gets a tombstone row: deliveries are unordered, and a
+    /// `user.created` that arrives after the `user.deleted` must not bring the user
+    /// back (its older `clerk_updated_at` loses to the tombstone's).
     pub async fn soft_delete_user(
         &self,
         clerk_id: &str,
         clerk_updated_at: i64,
         now_ms: i64,
     ) -> Result<bool> {
-        let sql = "UPDATE users SET deleted_at = $1, updated_at = $1, clerk_updated_at = $2
-                   WHERE clerk_id = $3 AND clerk_updated_at <= $2";
+        let sql =
+            "INSERT INTO users (clerk_id, clerk_updated_at, created_at, updated_at, deleted_at)
+                   VALUES ($3, $2, $1, $1, $1)
+                   ON CONFLICT (clerk_id) DO UPDATE SET
+                       deleted_at = excluded.deleted_at, updated_at = excluded.updated_at,
+                       clerk_updated_at = excluded.clerk_updated_at
+                   WHERE users.clerk_updated_at <= excluded.clerk_updated_at";
         let n = match self {
             Store::Postgres(pool) => sqlx::query(sql)
                 .bind(now_ms)

@@ -445,3 +445,45 @@ async fn ensuring_a_profile_is_idempotent() {
     assert_eq!(body["profile"]["id"], first["profile"]["id"]);
     app.stop().await;
 }
+
+/// Unordered deliveries: a delete that arrives before the create leaves a tombstone
+/// the (older) create cannot undo; a newer create (the id re-used) would.
+async fn delete_before_create(store: Store) {
+    store.migrate().await.unwrap();
+    let upsert = |ts: i64| UserUpsert {
+        clerk_id: "user_early_delete".into(),
+        email: Some("early@example.com".into()),
+        name: None,
+        image_url: None,
+        role: "user".into(),
+        clerk_updated_at: ts,
+    };
+    assert!(
+        store
+            .soft_delete_user("user_early_delete", 200, 1_000)
+            .await
+            .unwrap()
+    );
+    let row = store.upsert_user(&upsert(100), 1_001).await.unwrap();
+    assert_eq!(
+        row.deleted_at,
+        Some(1_000),
+        "the older create does not resurrect it"
+    );
+    assert_eq!(count(&store, "users").await, 1);
+    // A replay of the same delete changes nothing new but is harmless.
+    store
+        .soft_delete_user("user_early_delete", 200, 1_002)
+        .await
+        .unwrap();
+    let row = store.upsert_user(&upsert(300), 1_003).await.unwrap();
+    assert_eq!(row.deleted_at, None, "a newer version wins");
+}
+
+#[tokio::test]
+async fn a_delete_delivered_before_the_create_wins_on_both_stores() {
+    let db = support::fresh_pg_database().await;
+    delete_before_create(Store::connect(&db, 2).await.unwrap()).await;
+    let dir = tempfile::tempdir().unwrap();
+    delete_before_create(Store::connect(&support::sqlite_url(&dir), 2).await.unwrap()).await;
+}
