@@ -284,8 +284,9 @@ fn finish(router: Router<AppState>, listener: &'static str, state: &AppState) ->
         .route_layer(middleware::from_fn(remember_route))
         .fallback(not_found)
         .layer(RequestBodyLimitLayer::new(state.config.max_body_bytes))
-        .layer(middleware::from_fn(move |req: Request, next: Next| {
-            telemetry::observe(listener, req, next)
+        .layer(middleware::from_fn({
+            let access_log = state.config.access_log;
+            move |req: Request, next: Next| telemetry::observe(listener, access_log, req, next)
         }))
         .with_state(state.clone())
 }

@@ -85,6 +85,9 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Log filter in `tracing` syntax, e.g. `info,frontdesk=debug`. `FRONTDESK_LOG`.
     pub log: String,
+    /// One `request finished` log line per request (status, latency). Requests that
+    /// fail with a 5xx are logged either way. `FRONTDESK_ACCESS_LOG`.
+    pub access_log: bool,
     /// How long in-flight requests may run after SIGTERM/SIGINT before the listeners
     /// close anyway, in milliseconds. `FRONTDESK_SHUTDOWN_GRACE_MS`.
     pub shutdown_grace_ms: u64,
@@ -280,6 +283,7 @@ impl Default for Config {
             readyz_require_redis: false,
             log_format: LogFormat::Json,
             log: "info".into(),
+            access_log: true,
             shutdown_grace_ms: 10_000,
             max_body_bytes: 1024 * 1024,
             clerk: ClerkConfig {

@@ -151,7 +151,12 @@ pub struct RequestId(pub String);
 
 /// Middleware for both listeners: request id in, span around the handler, access log
 /// line and metrics out, request id echoed in the response.
-pub async fn observe(listener: &'static str, mut req: Request, next: Next) -> Response {
+pub async fn observe(
+    listener: &'static str,
+    access_log: bool,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let request_id = request_id_of(&req);
     let method = req.method().clone();
@@ -168,13 +173,17 @@ pub async fn observe(listener: &'static str, mut req: Request, next: Next) -> Re
     let mut response = next.run(req).instrument(span.clone()).await;
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
-    span.in_scope(|| {
-        tracing::info!(
-            status,
-            latency_us = elapsed.as_micros() as u64,
-            "request finished"
-        );
-    });
+    // Errors (5xx) are always logged; the per-request line can be turned off where a
+    // load balancer already keeps access logs.
+    if access_log || status >= 500 {
+        span.in_scope(|| {
+            tracing::info!(
+                status,
+                latency_us = elapsed.as_micros() as u64,
+                "request finished"
+            );
+        });
+    }
     // Label by route template when routing matched, so ids in paths do not explode
     // the label set; unmatched paths collapse into one label.
     let route = response

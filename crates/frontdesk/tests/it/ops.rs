@@ -210,3 +210,31 @@ async fn graceful_shutdown_lets_in_flight_requests_finish() {
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn the_access_log_line_can_be_turned_off() {
+    let logs = support::logs();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = support::config(&support::sqlite_url(&dir), None, "");
+    config.access_log = false;
+    let app = TestApp::start(config).await;
+    let id = format!("quiet-{}", support::unique());
+    let r = app
+        .http
+        .get(format!("{}/_frontdesk/healthz", app.edge))
+        .header("x-request-id", &id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["x-request-id"],
+        id.as_str(),
+        "ids still propagate"
+    );
+    assert!(
+        !logs.text().contains(&id),
+        "no access-log line for this request"
+    );
+    app.stop().await;
+}
