@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -53,8 +53,9 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Sessi
     Ok(session)
 }
 
-async fn me(State(state): State<AppState>, headers: HeaderMap) -> Result<Response> {
-    let session = authenticate(&state, &headers).await?;
+// Takes the request itself: the `HeaderMap` extractor would clone every header.
+async fn me(State(state): State<AppState>, req: Request) -> Result<Response> {
+    let session = authenticate(&state, req.headers()).await?;
     let (context, _) = state.context.resolve(&session.user_id).await?;
     // The user and profile were rendered once when the context was cached; only the
     // session part is written per request.
@@ -69,8 +70,8 @@ async fn me(State(state): State<AppState>, headers: HeaderMap) -> Result<Respons
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
-async fn ensure_profile(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Value>> {
-    let session = authenticate(&state, &headers).await?;
+async fn ensure_profile(State(state): State<AppState>, req: Request) -> Result<Json<Value>> {
+    let session = authenticate(&state, req.headers()).await?;
     let (context, created) = state.context.ensure(&session.user_id).await?;
     Ok(Json(json!({
         "profile": &context.profile,
