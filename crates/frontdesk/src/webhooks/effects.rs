@@ -53,18 +53,29 @@ struct PublicUserData {
     user_id: Option<String>,
 }
 
+/// A parse failure as `last_error` text: where and what kind, never serde's message
+/// (it can quote the payload).
+fn shape(what: &str, e: &serde_json::Error) -> String {
+    format!(
+        "{what}: not the expected shape ({:?} error at line {}, column {})",
+        e.classify(),
+        e.line(),
+        e.column()
+    )
+}
+
 /// Applies one message. An `Err` is retried later (its text becomes `last_error`, so it
 /// must not carry payload data beyond ids).
 pub(super) async fn apply(state: &AppState, msg: &ClaimedMessage) -> Result<(), String> {
     let envelope: Envelope<'_> =
-        serde_json::from_str(&msg.payload).map_err(|e| format!("envelope: {e}"))?;
+        serde_json::from_str(&msg.payload).map_err(|e| shape("envelope", &e))?;
     let data = envelope.data.get();
     let now = state.clock.now_ms();
     let kind = msg.kind.as_str();
     let (subject, detail) = match kind {
         "user.created" | "user.updated" => {
             let user = CachedUser::parse(Bytes::copy_from_slice(data.as_bytes()))
-                .map_err(|e| format!("user: {e}"))?;
+                .map_err(|_| "user: not a Clerk user object".to_string())?;
             if user.id().is_empty() {
                 return Err("user: empty id".into());
             }
@@ -83,7 +94,7 @@ pub(super) async fn apply(state: &AppState, msg: &ClaimedMessage) -> Result<(), 
             )
         }
         "user.deleted" => {
-            let d: IdOnly = serde_json::from_str(data).map_err(|e| format!("user: {e}"))?;
+            let d: IdOnly = serde_json::from_str(data).map_err(|e| shape("user", &e))?;
             let changed = state
                 .store
                 .soft_delete_user(&d.id, msg.event_ts, now as i64)
@@ -94,7 +105,7 @@ pub(super) async fn apply(state: &AppState, msg: &ClaimedMessage) -> Result<(), 
             (d.id, json!({"deleted": true, "changed": changed}))
         }
         "session.revoked" | "session.ended" | "session.removed" => {
-            let s: SessionIn = serde_json::from_str(data).map_err(|e| format!("session: {e}"))?;
+            let s: SessionIn = serde_json::from_str(data).map_err(|e| shape("session", &e))?;
             let until = s
                 .expire_at
                 .filter(|&e| e > now)
@@ -105,7 +116,7 @@ pub(super) async fn apply(state: &AppState, msg: &ClaimedMessage) -> Result<(), 
         }
         k if k.starts_with("organizationMembership.") => {
             let m: MembershipIn =
-                serde_json::from_str(data).map_err(|e| format!("membership: {e}"))?;
+                serde_json::from_str(data).map_err(|e| shape("membership", &e))?;
             bump(state, "organizations").await;
             bump(state, "users").await;
             let user_id = m.public_user_data.and_then(|p| p.user_id);
