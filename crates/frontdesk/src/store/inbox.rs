@@ -102,6 +102,22 @@ pub struct InboxStats {
 type ClaimRow = (String, String, String, i64, i64, i32);
 type ItemRow = (String, String, String, i32, i64, i64, Option<String>);
 
+fn item_from_row(
+    (id, kind, state, attempts, received_at, next_attempt_at, last_error): ItemRow,
+) -> Result<InboxItem> {
+    Ok(InboxItem {
+        id,
+        kind,
+        state: state
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("webhook_inbox: {e}"))?,
+        attempts,
+        received_at,
+        next_attempt_at,
+        last_error,
+    })
+}
+
 const CLAIM_PG: &str = "UPDATE webhook_inbox SET locked_until = $1, attempts = attempts + 1
      WHERE id IN (
          SELECT id FROM webhook_inbox
@@ -118,16 +134,6 @@ const CLAIM_SQLITE: &str = "UPDATE webhook_inbox SET locked_until = $1, attempts
          ORDER BY next_attempt_at, received_at
          LIMIT $3)
      RETURNING id, type, payload, event_ts, received_at, attempts";
-
-/// Runs the same statement on whichever pool the store has.
-macro_rules! on_pool {
-    ($store:expr, |$pool:ident| $body:expr) => {
-        match $store {
-            Store::Postgres($pool) => $body,
-            Store::Sqlite($pool) => $body,
-        }
-    };
-}
 
 impl Store {
     /// Stores a verified message unless its id is already there. Returns whether it was
@@ -259,23 +265,7 @@ impl Store {
                     .await?)
             }
         };
-        rows.into_iter()
-            .map(
-                |(id, kind, state, attempts, received_at, next_attempt_at, last_error)| {
-                    Ok(InboxItem {
-                        id,
-                        kind,
-                        state: state
-                            .parse()
-                            .map_err(|e: String| anyhow::anyhow!("webhook_inbox: {e}"))?,
-                        attempts,
-                        received_at,
-                        next_attempt_at,
-                        last_error,
-                    })
-                },
-            )
-            .collect()
+        rows.into_iter().map(item_from_row).collect()
     }
 
     /// One message, when stored.
@@ -286,22 +276,7 @@ impl Store {
             .bind(id)
             .fetch_optional(pool)
             .await?);
-        row.map(
-            |(id, kind, state, attempts, received_at, next_attempt_at, last_error)| {
-                Ok(InboxItem {
-                    id,
-                    kind,
-                    state: state
-                        .parse()
-                        .map_err(|e: String| anyhow::anyhow!("webhook_inbox: {e}"))?,
-                    attempts,
-                    received_at,
-                    next_attempt_at,
-                    last_error,
-                })
-            },
-        )
-        .transpose()
+        row.map(item_from_row).transpose()
     }
 
     /// Puts one message back in the queue (attempts reset, due now), whatever its

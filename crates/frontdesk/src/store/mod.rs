@@ -8,6 +8,17 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
+/// Runs the same statement on whichever pool the store has (each arm is typed for its
+/// own backend, so the body is written once and compiled twice).
+macro_rules! on_pool {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match $store {
+            Store::Postgres($pool) => $body,
+            Store::Sqlite($pool) => $body,
+        }
+    };
+}
+
 mod inbox;
 mod users;
 
@@ -69,14 +80,13 @@ impl Store {
 
     /// Applies every pending migration of this backend. Returns how many were applied.
     pub async fn migrate(&self) -> Result<usize> {
-        let (migrator, applied_before) = match self {
-            Store::Postgres(pool) => (&PG_MIGRATIONS, applied_pg(pool).await),
-            Store::Sqlite(pool) => (&SQLITE_MIGRATIONS, applied_sqlite(pool).await),
+        // Before the first migration the bookkeeping table does not exist: none applied.
+        let applied_before = self.applied_migrations().await.map_or(0, |v| v.len());
+        let migrator = match self {
+            Store::Postgres(_) => &PG_MIGRATIONS,
+            Store::Sqlite(_) => &SQLITE_MIGRATIONS,
         };
-        let result = match self {
-            Store::Postgres(pool) => migrator.run(pool).await,
-            Store::Sqlite(pool) => migrator.run(pool).await,
-        };
+        let result = on_pool!(self, |pool| migrator.run(pool).await);
         result.map_err(|e| anyhow::anyhow!("migration failed: {e}"))?;
         let total = migrator.iter().count();
         Ok(total.saturating_sub(applied_before))
@@ -84,59 +94,23 @@ impl Store {
 
     /// Versions of the migrations applied so far, in order.
     pub async fn applied_migrations(&self) -> Result<Vec<i64>> {
-        let rows: Vec<(i64,)> = match self {
-            Store::Postgres(pool) => {
-                sqlx::query_as(
-                    "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
-                )
-                .fetch_all(pool)
-                .await?
-            }
-            Store::Sqlite(pool) => {
-                sqlx::query_as(
-                    "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
-                )
-                .fetch_all(pool)
-                .await?
-            }
-        };
+        let sql = "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version";
+        let rows: Vec<(i64,)> = on_pool!(self, |pool| sqlx::query_as(sql).fetch_all(pool).await?);
         Ok(rows.into_iter().map(|(v,)| v).collect())
     }
 
     /// A round trip to the store, for readiness.
     pub async fn ping(&self) -> Result<()> {
-        match self {
-            Store::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await?,
-            Store::Sqlite(pool) => {
-                sqlx::query("SELECT 1").execute(pool).await?;
-                return Ok(());
-            }
-        };
+        on_pool!(self, |pool| sqlx::query("SELECT 1")
+            .execute(pool)
+            .await
+            .map(drop))?;
         Ok(())
     }
 
     pub async fn close(&self) {
-        match self {
-            Store::Postgres(pool) => pool.close().await,
-            Store::Sqlite(pool) => pool.close().await,
-        }
+        on_pool!(self, |pool| pool.close().await)
     }
-}
-
-async fn applied_pg(pool: &PgPool) -> usize {
-    sqlx::query_scalar::<_, i64>("SELECT count(*) FROM _sqlx_migrations WHERE success")
-        .fetch_one(pool)
-        .await
-        .map(|n| n as usize)
-        .unwrap_or(0)
-}
-
-async fn applied_sqlite(pool: &SqlitePool) -> usize {
-    sqlx::query_scalar::<_, i64>("SELECT count(*) FROM _sqlx_migrations WHERE success")
-        .fetch_one(pool)
-        .await
-        .map(|n| n as usize)
-        .unwrap_or(0)
 }
 
 /// Whether an error means "the store cannot be reached" (answer 503 and retry) rather

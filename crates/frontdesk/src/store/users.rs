@@ -169,20 +169,12 @@ impl Store {
     /// The user with this Clerk id.
     pub async fn user_by_clerk_id(&self, clerk_id: &str) -> Result<Option<LocalUser>> {
         let sql = format!("SELECT {USER_COLS} FROM users WHERE clerk_id = $1");
-        Ok(match self {
-            Store::Postgres(pool) => sqlx::query(&sql)
-                .bind(clerk_id)
-                .fetch_optional(pool)
-                .await?
-                .map(|r| user_from(&r))
-                .transpose()?,
-            Store::Sqlite(pool) => sqlx::query(&sql)
-                .bind(clerk_id)
-                .fetch_optional(pool)
-                .await?
-                .map(|r| user_from(&r))
-                .transpose()?,
-        })
+        Ok(on_pool!(self, |pool| sqlx::query(&sql)
+            .bind(clerk_id)
+            .fetch_optional(pool)
+            .await?
+            .map(|r| user_from(&r))
+            .transpose()?))
     }
 
     pub async fn profile_of(&self, user_id: i64) -> Result<Option<Profile>> {
@@ -230,10 +222,7 @@ impl Store {
                     .rows_affected()
             };
         }
-        match self {
-            Store::Postgres(pool) => run!(pool),
-            Store::Sqlite(pool) => run!(pool),
-        };
+        on_pool!(self, |pool| run!(pool));
         self.user_by_clerk_id(&u.clerk_id)
             .await?
             .ok_or_else(|| anyhow::anyhow!("user row missing right after its upsert").into())
@@ -258,22 +247,13 @@ impl Store {
                        deleted_at = excluded.deleted_at, updated_at = excluded.updated_at,
                        clerk_updated_at = excluded.clerk_updated_at
                    WHERE users.clerk_updated_at <= excluded.clerk_updated_at";
-        let n = match self {
-            Store::Postgres(pool) => sqlx::query(sql)
-                .bind(now_ms)
-                .bind(clerk_updated_at)
-                .bind(clerk_id)
-                .execute(pool)
-                .await?
-                .rows_affected(),
-            Store::Sqlite(pool) => sqlx::query(sql)
-                .bind(now_ms)
-                .bind(clerk_updated_at)
-                .bind(clerk_id)
-                .execute(pool)
-                .await?
-                .rows_affected(),
-        };
+        let n = on_pool!(self, |pool| sqlx::query(sql)
+            .bind(now_ms)
+            .bind(clerk_updated_at)
+            .bind(clerk_id)
+            .execute(pool)
+            .await?
+            .rows_affected());
         Ok(n > 0)
     }
 
@@ -329,10 +309,10 @@ impl Store {
 
     async fn unlinked_profiles_by_email(&self, email: &str) -> Result<Vec<i64>> {
         let sql = "SELECT id FROM profiles WHERE user_id IS NULL AND lower(email) = lower($1) ORDER BY id LIMIT 2";
-        Ok(match self {
-            Store::Postgres(pool) => sqlx::query_scalar(sql).bind(email).fetch_all(pool).await?,
-            Store::Sqlite(pool) => sqlx::query_scalar(sql).bind(email).fetch_all(pool).await?,
-        })
+        Ok(on_pool!(self, |pool| sqlx::query_scalar(sql)
+            .bind(email)
+            .fetch_all(pool)
+            .await?))
     }
 
     async fn link_profile(
@@ -343,22 +323,13 @@ impl Store {
     ) -> std::result::Result<bool, sqlx::Error> {
         let sql =
             "UPDATE profiles SET user_id = $1, updated_at = $2 WHERE id = $3 AND user_id IS NULL";
-        let n = match self {
-            Store::Postgres(pool) => sqlx::query(sql)
-                .bind(user_id)
-                .bind(now_ms)
-                .bind(profile_id)
-                .execute(pool)
-                .await?
-                .rows_affected(),
-            Store::Sqlite(pool) => sqlx::query(sql)
-                .bind(user_id)
-                .bind(now_ms)
-                .bind(profile_id)
-                .execute(pool)
-                .await?
-                .rows_affected(),
-        };
+        let n = on_pool!(self, |pool| sqlx::query(sql)
+            .bind(user_id)
+            .bind(now_ms)
+            .bind(profile_id)
+            .execute(pool)
+            .await?
+            .rows_affected());
         Ok(n == 1)
     }
 
