@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::limit::RequestBodyLimitLayer;
 
-use crate::bus::{self, Bus, BusEvent};
+use crate::bus::{self, Bus, BusEvent, Overflow};
 use crate::clock::{self, SharedClock};
 use crate::config::Config;
 use crate::context::{self, ContextService};
@@ -60,21 +60,44 @@ pub struct AppState {
 
 impl AppState {
     /// A Clerk user changed (webhook, proxy write, API): forget every cached answer
-    /// about them, here and on every other instance.
-    pub async fn user_changed(&self, clerk_id: &str) {
+    /// about them, here and on every other instance. The L2 deletes and the
+    /// announcement are queued on the bus (retried until Redis takes them); `Err`
+    /// when they could not be queued, so the caller's work is retried.
+    pub async fn user_changed(&self, clerk_id: &str) -> std::result::Result<(), Overflow> {
+        let mut keys = Vec::with_capacity(2);
         if let Some(users) = &self.users {
-            users.invalidate(clerk_id).await;
+            keys.extend(users.forget_local(clerk_id));
         }
-        // Other instances drop their context on the user invalidation above.
-        self.context.invalidate(clerk_id).await;
+        keys.extend(self.context.forget_local(clerk_id));
+        self.bus.enqueue(
+            keys,
+            Some(BusEvent::UserInvalidated {
+                id: clerk_id.to_string(),
+            }),
+        )
     }
 
     /// A session ended or was revoked: its tokens are refused until `until_ms`
-    /// (their latest possible expiry).
-    pub fn session_revoked(&self, sid: &str, until_ms: u64) {
+    /// (their latest possible expiry), on this instance at once, on the others when
+    /// the bus delivers it, and after any restart (it is stored first).
+    pub async fn session_revoked(&self, sid: &str, until_ms: u64) -> Result<()> {
+        let now = self.clock.now_ms();
+        self.store
+            .revocation_put(sid, until_ms as i64, now as i64)
+            .await?;
         if let Some(v) = &self.verifier {
             v.revoke_session(sid, until_ms);
         }
+        self.bus
+            .enqueue(
+                Vec::new(),
+                Some(BusEvent::SessionRevoked {
+                    sid: sid.to_string(),
+                    until_ms,
+                }),
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(())
     }
 }
 
@@ -157,10 +180,17 @@ impl App {
             store.clone(),
             users.clone(),
             redis.clone(),
+            bus.clone(),
             config.context.clone(),
             clock.clone(),
         );
         let webhooks = Arc::new(Webhooks::from_config(&config)?);
+        if let Some(v) = &verifier {
+            // Revocations outlive a restart: what is stored is refused from the start.
+            if let Err(e) = load_revocations(&store, v, clock.now_ms()).await {
+                tracing::warn!(error = %e, "cannot load stored revocations; retrying in the background");
+            }
+        }
         Ok(Self {
             state: AppState {
                 config: Arc::new(config),
@@ -224,8 +254,17 @@ impl App {
         if let Some(handle) = self.state.prometheus.clone() {
             tokio::spawn(telemetry::prometheus_upkeep(handle, background.clone()));
         }
+        if let Some(v) = self.state.verifier.clone() {
+            tokio::spawn(revocation_loop(
+                self.state.store.clone(),
+                v,
+                self.state.clock.clone(),
+                background.clone(),
+            ));
+        }
         if let Some(redis) = self.state.redis.clone() {
             tokio::spawn(redis_health_loop(redis, background.clone()));
+            tokio::spawn(self.state.bus.clone().run_publisher(background.clone()));
             tokio::spawn(
                 self.state
                     .bus
@@ -233,9 +272,12 @@ impl App {
                     .run_subscriber(bus_handler(&self.state), background.clone()),
             );
         }
-        tokio::spawn(webhooks::run_workers(
+        // Workers stop on their own token, so that they can drain while the rest of
+        // the background (the bus publisher above all) still runs.
+        let workers_stop = CancellationToken::new();
+        let workers = tokio::spawn(webhooks::run_workers(
             self.state.clone(),
-            background.clone(),
+            workers_stop.clone(),
         ));
         let edge = axum::serve(listeners.edge, edge_router)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned());
@@ -253,6 +295,17 @@ impl App {
                 tokio::time::sleep(grace).await;
             } => None,
         };
+        // In-flight webhook effects finish (bounded by the grace period) before the
+        // store closes; whatever does not is retaken after its lease.
+        workers_stop.cancel();
+        if tokio::time::timeout(grace, workers).await.is_err() {
+            tracing::warn!("webhook effects still running after the grace period");
+        }
+        // Give queued invalidations a moment to reach Redis.
+        let flush_until = tokio::time::Instant::now() + Duration::from_millis(500);
+        while self.state.bus.outbox_depth() > 0 && tokio::time::Instant::now() < flush_until {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         background.cancel();
         match outcome {
             Some((e, a)) => {
@@ -331,7 +384,13 @@ fn bus_handler(state: &AppState) -> bus::Handler {
     let users = state.users.clone();
     let reads = state.proxy_reads.clone();
     let context = state.context.clone();
+    let verifier = state.verifier.clone();
     Arc::new(move |event| match event {
+        BusEvent::SessionRevoked { sid, until_ms } => {
+            if let Some(v) = &verifier {
+                v.revoke_session(&sid, until_ms);
+            }
+        }
         BusEvent::UserInvalidated { id } => {
             if let Some(u) = &users {
                 u.evict_local(&id);
@@ -353,6 +412,41 @@ fn bus_handler(state: &AppState) -> bus::Handler {
             }
         }
     })
+}
+
+/// How often stored revocations are purged and reloaded (the reload catches what the
+/// bus could not deliver while Redis was away).
+const REVOCATION_SYNC: Duration = Duration::from_secs(5);
+
+async fn load_revocations(store: &Store, verifier: &Verifier, now_ms: u64) -> Result<usize> {
+    let limit = verifier.config().max_revocations as i64;
+    let rows = store.revocations_active(now_ms as i64, limit).await?;
+    for (sid, until) in &rows {
+        verifier.revoke_session(sid, (*until).max(0) as u64);
+    }
+    Ok(rows.len())
+}
+
+async fn revocation_loop(
+    store: Store,
+    verifier: Verifier,
+    clock: SharedClock,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(REVOCATION_SYNC) => {}
+        }
+        let now = clock.now_ms();
+        verifier.purge_revocations();
+        if let Err(e) = store.revocations_purge(now as i64).await {
+            tracing::debug!(error = %e, "cannot purge expired revocations");
+        }
+        if let Err(e) = load_revocations(&store, &verifier, now).await {
+            tracing::warn!(error = %e, "cannot reload stored revocations");
+        }
+    }
 }
 
 /// Keeps the Redis up/down flag fresh even when no request touches Redis, so stats and

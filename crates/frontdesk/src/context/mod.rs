@@ -22,6 +22,7 @@ use tracing::Instrument;
 
 pub use roles::{role_of, upsert_from_clerk};
 
+use crate::bus::{Bus, Overflow};
 use crate::clock::SharedClock;
 use crate::config::ContextConfig;
 use crate::error::{Error, Result};
@@ -121,6 +122,8 @@ struct Inner {
     store: Store,
     users: Option<UserCache>,
     redis: Option<Arc<RedisLink>>,
+    /// Knows which L2 keys have an invalidation still on its way to Redis.
+    bus: Arc<Bus>,
     l1: moka::sync::Cache<String, Cached>,
     inflight: Mutex<HashMap<String, Provisioning>>,
     /// Per-user invalidation generations (see `generations.rs`).
@@ -134,6 +137,7 @@ impl ContextService {
         store: Store,
         users: Option<UserCache>,
         redis: Option<Arc<RedisLink>>,
+        bus: Arc<Bus>,
         config: ContextConfig,
         clock: SharedClock,
     ) -> Self {
@@ -145,6 +149,7 @@ impl ContextService {
             store,
             users,
             redis,
+            bus,
             l1,
             inflight: Mutex::new(HashMap::new()),
             generations: Generations::default(),
@@ -168,9 +173,9 @@ impl ContextService {
             metrics::counter!("frontdesk_context_cache_total", "result" => "hit", "tier" => "l2")
                 .increment(1);
             tracing::debug!(user_id = clerk_id, tier = "l2", "context_cache_hit");
-            if inner.generations.unchanged(clerk_id, generation) {
+            inner.generations.if_unchanged(clerk_id, generation, || {
                 inner.l1.insert(clerk_id.to_string(), c.clone());
-            }
+            });
             return check_alive(c.context).map(|c| (c, Resolved::CacheL2));
         }
         metrics::counter!("frontdesk_context_cache_total", "result" => "miss", "tier" => "all")
@@ -307,44 +312,65 @@ impl ContextService {
         Ok((context, ensured))
     }
 
-    /// Writes a complete context to L1 and L2, unless it was invalidated meanwhile.
+    /// Writes a complete context to L1 and L2, unless it was invalidated meanwhile:
+    /// the L1 insert is checked atomically with the generation, and an L2 write that
+    /// an invalidation overtook is taken back.
     async fn cache(&self, clerk_id: &str, context: &Arc<Context>, generation: u64) {
         let inner = &self.0;
-        if !inner.generations.unchanged(clerk_id, generation) {
+        let fresh_until_ms = inner.clock.now_ms() + inner.config.ttl_ms;
+        let cached = inner.generations.if_unchanged(clerk_id, generation, || {
+            inner.l1.insert(
+                clerk_id.to_string(),
+                Cached {
+                    context: context.clone(),
+                    fresh_until_ms,
+                },
+            );
+        });
+        if !cached {
             return;
         }
-        let fresh_until_ms = inner.clock.now_ms() + inner.config.ttl_ms;
-        inner.l1.insert(
-            clerk_id.to_string(),
-            Cached {
-                context: context.clone(),
-                fresh_until_ms,
-            },
-        );
         let Some(redis) = inner.redis.as_ref().filter(|r| r.is_up()) else {
             return;
         };
+        let key = redis.key(&format!("ctx:{clerk_id}"));
+        if inner.bus.l2_suspect(&key) {
+            return;
+        }
         let Ok(json) = serde_json::to_vec(&**context) else {
             return;
         };
         let mut conn = redis.conn();
         let result: redis::RedisResult<()> = redis::cmd("SET")
-            .arg(redis.key(&format!("ctx:{clerk_id}")))
-            .arg(json)
+            .arg(&key)
+            .arg(&json)
             .arg("PX")
             .arg(inner.config.ttl_ms.max(1))
             .query_async(&mut conn)
             .await;
         redis.record(&result);
+        if result.is_ok() && !inner.generations.unchanged(clerk_id, generation) {
+            let result: redis::RedisResult<i64> = redis::Script::new(
+                r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0",
+            )
+            .key(&key)
+            .arg(&json)
+            .invoke_async(&mut conn)
+            .await;
+            redis.record(&result);
+        }
     }
 
     async fn l2_get(&self, clerk_id: &str, now: u64) -> Option<Cached> {
         let redis = self.0.redis.as_ref().filter(|r| r.is_up())?;
+        let key = redis.key(&format!("ctx:{clerk_id}"));
+        if self.0.bus.l2_suspect(&key) {
+            return None;
+        }
         let mut conn = redis.conn();
-        let result: redis::RedisResult<Option<Vec<u8>>> = redis::cmd("GET")
-            .arg(redis.key(&format!("ctx:{clerk_id}")))
-            .query_async(&mut conn)
-            .await;
+        let result: redis::RedisResult<Option<Vec<u8>>> =
+            redis::cmd("GET").arg(&key).query_async(&mut conn).await;
         redis.record(&result);
         let bytes = result.ok()??;
         let context: Context = serde_json::from_slice(&bytes).ok()?;
@@ -355,24 +381,27 @@ impl ContextService {
         })
     }
 
+    /// Forgets a user's context here and returns its L2 key, for the caller to queue
+    /// for deletion on the bus.
+    pub fn forget_local(&self, clerk_id: &str) -> Option<String> {
+        self.evict_local(clerk_id);
+        self.0
+            .redis
+            .as_ref()
+            .map(|r| r.key(&format!("ctx:{clerk_id}")))
+    }
+
     /// Forgets a user's context here and in L2 (other instances hear it through the
     /// user invalidation on the bus).
-    pub async fn invalidate(&self, clerk_id: &str) {
-        self.evict_local(clerk_id);
-        let Some(redis) = self.0.redis.as_ref().filter(|r| r.is_up()) else {
-            return;
-        };
-        let mut conn = redis.conn();
-        let result: redis::RedisResult<i64> = redis::cmd("DEL")
-            .arg(redis.key(&format!("ctx:{clerk_id}")))
-            .query_async(&mut conn)
-            .await;
-        redis.record(&result);
+    pub async fn invalidate(&self, clerk_id: &str) -> Result<(), Overflow> {
+        let key = self.forget_local(clerk_id);
+        self.0.bus.enqueue(key.into_iter().collect(), None)
     }
 
     pub fn evict_local(&self, clerk_id: &str) {
-        self.0.generations.bump(clerk_id);
-        self.0.l1.invalidate(clerk_id);
+        self.0
+            .generations
+            .bump_with(clerk_id, || self.0.l1.invalidate(clerk_id));
     }
 
     pub fn clear_local(&self) {

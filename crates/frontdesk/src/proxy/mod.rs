@@ -237,10 +237,15 @@ async fn invalidate_after_write(
             Some(_) if segs.len() == 2 || segs.get(2) == Some(&"metadata") => {
                 match CachedUser::parse(resp.body.clone()) {
                     Ok(user) => users.put(user).await,
-                    Err(_) => users.invalidate(id).await,
+                    // An overflow is followed by a fleet-wide resync: nothing is lost.
+                    Err(_) => {
+                        let _ = users.invalidate(id).await;
+                    }
                 }
             }
-            _ => users.invalidate(id).await,
+            _ => {
+                let _ = users.invalidate(id).await;
+            }
         }
     }
     if let Some(ns) = segs.first() {

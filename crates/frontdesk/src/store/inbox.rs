@@ -75,6 +75,9 @@ pub struct ClaimedMessage {
     pub received_at: i64,
     /// Attempts so far, this one included.
     pub attempts: i32,
+    /// This claim's fencing token: `done`/`retry`/`dead` apply only while the row
+    /// still carries it.
+    pub claim: i64,
 }
 
 /// One row as the operations API lists it (no payload).
@@ -99,7 +102,7 @@ pub struct InboxStats {
     pub oldest_pending_at: Option<i64>,
 }
 
-type ClaimRow = (String, String, String, i64, i64, i32);
+type ClaimRow = (String, String, String, i64, i64, i32, i64);
 type ItemRow = (String, String, String, i32, i64, i64, Option<String>);
 
 fn item_from_row(
@@ -118,22 +121,24 @@ fn item_from_row(
     })
 }
 
-const CLAIM_PG: &str = "UPDATE webhook_inbox SET locked_until = $1, attempts = attempts + 1
+const CLAIM_PG: &str =
+    "UPDATE webhook_inbox SET locked_until = $1, attempts = attempts + 1, claim = claim + 1
      WHERE id IN (
          SELECT id FROM webhook_inbox
          WHERE state = 'pending' AND next_attempt_at <= $2 AND locked_until <= $2
          ORDER BY next_attempt_at, received_at
          LIMIT $3
          FOR UPDATE SKIP LOCKED)
-     RETURNING id, type, payload, event_ts, received_at, attempts";
+     RETURNING id, type, payload, event_ts, received_at, attempts, claim";
 
-const CLAIM_SQLITE: &str = "UPDATE webhook_inbox SET locked_until = $1, attempts = attempts + 1
+const CLAIM_SQLITE: &str =
+    "UPDATE webhook_inbox SET locked_until = $1, attempts = attempts + 1, claim = claim + 1
      WHERE id IN (
          SELECT id FROM webhook_inbox
          WHERE state = 'pending' AND next_attempt_at <= $2 AND locked_until <= $2
          ORDER BY next_attempt_at, received_at
          LIMIT $3)
-     RETURNING id, type, payload, event_ts, received_at, attempts";
+     RETURNING id, type, payload, event_ts, received_at, attempts, claim";
 
 impl Store {
     /// Stores a verified message unless its id is already there. Returns whether it was
@@ -183,58 +188,69 @@ impl Store {
         Ok(rows
             .into_iter()
             .map(
-                |(id, kind, payload, event_ts, received_at, attempts)| ClaimedMessage {
+                |(id, kind, payload, event_ts, received_at, attempts, claim)| ClaimedMessage {
                     id,
                     kind,
                     payload,
                     event_ts,
                     received_at,
                     attempts,
+                    claim,
                 },
             )
             .collect())
     }
 
-    /// The message's effect is applied. A row another worker already finished stays
-    /// as it is.
-    pub async fn inbox_done(&self, id: &str, now_ms: i64) -> Result<()> {
+    /// The message's effect is applied. Only the current holder (`claim`) can say
+    /// so; returns whether it still was.
+    pub async fn inbox_done(&self, id: &str, claim: i64, now_ms: i64) -> Result<bool> {
         let sql = "UPDATE webhook_inbox SET state = 'done', done_at = $1, locked_until = 0, last_error = NULL
-                   WHERE id = $2 AND state = 'pending'";
-        on_pool!(self, |pool| sqlx::query(sql)
+                   WHERE id = $2 AND state = 'pending' AND claim = $3";
+        let n = on_pool!(self, |pool| sqlx::query(sql)
             .bind(now_ms)
             .bind(id)
+            .bind(claim)
             .execute(pool)
             .await?
             .rows_affected());
-        Ok(())
+        Ok(n == 1)
     }
 
-    /// The attempt failed: try again at `next_attempt_at`.
-    pub async fn inbox_retry(&self, id: &str, next_attempt_at: i64, error: &str) -> Result<()> {
+    /// The attempt failed: try again at `next_attempt_at` (current holder only).
+    pub async fn inbox_retry(
+        &self,
+        id: &str,
+        claim: i64,
+        next_attempt_at: i64,
+        error: &str,
+    ) -> Result<bool> {
         let sql = "UPDATE webhook_inbox SET next_attempt_at = $1, locked_until = 0, last_error = $2
-                   WHERE id = $3 AND state = 'pending'";
-        on_pool!(self, |pool| sqlx::query(sql)
+                   WHERE id = $3 AND state = 'pending' AND claim = $4";
+        let n = on_pool!(self, |pool| sqlx::query(sql)
             .bind(next_attempt_at)
             .bind(error)
             .bind(id)
+            .bind(claim)
             .execute(pool)
             .await?
             .rows_affected());
-        Ok(())
+        Ok(n == 1)
     }
 
-    /// The last attempt failed: the message is kept as `dead` until replayed.
-    pub async fn inbox_dead(&self, id: &str, error: &str, now_ms: i64) -> Result<()> {
+    /// The last attempt failed: the message is kept as `dead` until replayed
+    /// (current holder only).
+    pub async fn inbox_dead(&self, id: &str, claim: i64, error: &str, now_ms: i64) -> Result<bool> {
         let sql = "UPDATE webhook_inbox SET state = 'dead', done_at = $1, locked_until = 0, last_error = $2
-                   WHERE id = $3 AND state = 'pending'";
-        on_pool!(self, |pool| sqlx::query(sql)
+                   WHERE id = $3 AND state = 'pending' AND claim = $4";
+        let n = on_pool!(self, |pool| sqlx::query(sql)
             .bind(now_ms)
             .bind(error)
             .bind(id)
+            .bind(claim)
             .execute(pool)
             .await?
             .rows_affected());
-        Ok(())
+        Ok(n == 1)
     }
 
     /// Newest first, optionally of one state.

@@ -20,6 +20,7 @@ macro_rules! on_pool {
 }
 
 mod inbox;
+mod revocations;
 mod users;
 
 pub use inbox::{ClaimedMessage, InboxItem, InboxState, InboxStats, NewInboxMessage};

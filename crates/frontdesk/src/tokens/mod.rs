@@ -271,6 +271,11 @@ impl Verifier {
         self.inner.revocations.revoke(sid, until_ms);
     }
 
+    /// Forgets revocations that have expired.
+    pub fn purge_revocations(&self) {
+        self.inner.revocations.purge(self.inner.clock.now_ms());
+    }
+
     /// Whether `sid` is revoked now.
     pub fn is_revoked(&self, sid: &str) -> bool {
         self.inner

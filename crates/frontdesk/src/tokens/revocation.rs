@@ -4,13 +4,18 @@
 //! revoked session ids until a given time and refuses their tokens with
 //! `session_revoked`.
 //!
-//! [`Revocations`] is the seam for fan-out: the in-process [`InMemoryRevocations`]
-//! serves one instance; a Redis-backed implementation (or one fed by pub/sub into this
-//! one) can serve many without the verifier changing.
+//! [`Revocations`] is the seam for fan-out. Across a fleet, the in-process
+//! [`InMemoryRevocations`] is fed from three places (see `app.rs`): the store's
+//! `session_revocations` table at start and on a timer, this instance's own webhook
+//! effects, and other instances' `SessionRevoked` bus events.
+//!
+//! The check runs on every request, so the set is a sharded concurrent map
+//! (`DashMap`): a look-up takes one shard's read lock, never a lock every request
+//! shares.
 
-use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use parking_lot::Mutex;
+use dashmap::DashMap;
 
 use crate::clock::SharedClock;
 
@@ -21,6 +26,8 @@ pub trait Revocations: Send + Sync + std::fmt::Debug + 'static {
     fn revoke(&self, sid: &str, until_ms: u64);
     /// Whether `sid` is revoked at `now_ms`.
     fn is_revoked(&self, sid: &str, now_ms: u64) -> bool;
+    /// Forgets revocations expired at `now_ms`.
+    fn purge(&self, _now_ms: u64) {}
 }
 
 /// Revocations in process memory, bounded: when full, expired entries are dropped
@@ -29,7 +36,10 @@ pub trait Revocations: Send + Sync + std::fmt::Debug + 'static {
 pub struct InMemoryRevocations {
     max_entries: usize,
     clock: SharedClock,
-    revoked: Mutex<HashMap<String, u64>>,
+    revoked: DashMap<String, u64>,
+    /// Serialises the rare "full" path (evictions) without touching look-ups.
+    evicting: parking_lot::Mutex<()>,
+    dropped: AtomicUsize,
 }
 
 impl InMemoryRevocations {
@@ -37,13 +47,20 @@ impl InMemoryRevocations {
         Self {
             max_entries: max_entries.max(1),
             clock,
-            revoked: Mutex::new(HashMap::new()),
+            revoked: DashMap::new(),
+            evicting: parking_lot::Mutex::new(()),
+            dropped: AtomicUsize::new(0),
         }
     }
 
     /// How many session ids are held (expired ones included until the next purge).
     pub fn len(&self) -> usize {
-        self.revoked.lock().len()
+        self.revoked.len()
+    }
+
+    /// Revocations that could not be kept because the set was full of longer ones.
+    pub fn dropped(&self) -> usize {
+        self.dropped.load(Ordering::Relaxed)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -57,45 +74,51 @@ impl Revocations for InMemoryRevocations {
         if until_ms <= now {
             return;
         }
-        let mut map = self.revoked.lock();
-        if let Some(existing) = map.get_mut(sid) {
+        if let Some(mut existing) = self.revoked.get_mut(sid) {
             *existing = (*existing).max(until_ms);
             return;
         }
-        if map.len() >= self.max_entries {
-            map.retain(|_, until| *until > now);
-        }
-        if map.len() >= self.max_entries {
-            let soonest = map
-                .iter()
-                .min_by_key(|(_, until)| **until)
-                .map(|(sid, until)| (sid.clone(), *until));
-            match soonest {
-                // Never evict a revocation that outlives the new one for it.
-                Some((_, soonest_until)) if soonest_until > until_ms => {
-                    tracing::warn!(
-                        max_entries = self.max_entries,
-                        "revocation list full; a revocation was dropped"
-                    );
-                    return;
+        if self.revoked.len() >= self.max_entries {
+            let _full = self.evicting.lock();
+            Revocations::purge(self, now);
+            if self.revoked.len() >= self.max_entries {
+                let soonest = self
+                    .revoked
+                    .iter()
+                    .min_by_key(|e| *e.value())
+                    .map(|e| (e.key().clone(), *e.value()));
+                match soonest {
+                    // Never evict a revocation that outlives the new one for it.
+                    Some((_, soonest_until)) if soonest_until > until_ms => {
+                        self.dropped.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(
+                            max_entries = self.max_entries,
+                            "revocation list full; a revocation was dropped"
+                        );
+                        return;
+                    }
+                    Some((victim, _)) => {
+                        self.revoked.remove(&victim);
+                        tracing::warn!(
+                            max_entries = self.max_entries,
+                            "revocation list full; the soonest-expiring entry was evicted"
+                        );
+                    }
+                    None => {}
                 }
-                Some((victim, _)) => {
-                    map.remove(&victim);
-                    tracing::warn!(
-                        max_entries = self.max_entries,
-                        "revocation list full; the soonest-expiring entry was evicted"
-                    );
-                }
-                None => {}
             }
         }
-        map.insert(sid.to_owned(), until_ms);
+        self.revoked
+            .entry(sid.to_owned())
+            .and_modify(|u| *u = (*u).max(until_ms))
+            .or_insert(until_ms);
     }
 
     fn is_revoked(&self, sid: &str, now_ms: u64) -> bool {
-        self.revoked
-            .lock()
-            .get(sid)
-            .is_some_and(|until| *until > now_ms)
+        self.revoked.get(sid).is_some_and(|until| *until > now_ms)
+    }
+
+    fn purge(&self, now_ms: u64) {
+        self.revoked.retain(|_, until| *until > now_ms);
     }
 }

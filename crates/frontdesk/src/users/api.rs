@@ -191,7 +191,13 @@ async fn warm(
 
 async fn evict(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode> {
     check_id(&id)?;
-    users_of(&state)?.invalidate(&id).await;
+    users_of(&state)?.invalidate(&id).await.map_err(|_| {
+        Error::client(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "invalidation_backlog",
+            "too many invalidations are waiting for Redis; a full resync is on its way, retry",
+        )
+    })?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use super::batcher::{self, BatchItem, BatchStats};
-use crate::bus::{Bus, BusEvent};
+use crate::bus::{Bus, BusEvent, Overflow};
 use crate::clock::SharedClock;
 use crate::config::CacheConfig;
 use crate::generations::Generations;
@@ -312,9 +312,9 @@ impl UserCache {
         let inner = &self.0;
         let generation = inner.generations.current(id);
         if let Some(entry) = self.l2_get(id).await {
-            if inner.generations.unchanged(id, generation) {
+            inner.generations.if_unchanged(id, generation, || {
                 inner.l1.insert(id.to_string(), entry.clone());
-            }
+            });
             return Ok((entry, Source::L2));
         }
         let (tx, rx) = oneshot::channel();
@@ -340,9 +340,11 @@ impl UserCache {
         };
         let now = inner.clock.now_ms();
         let entry = self.entry(user, now);
-        if inner.generations.unchanged(id, generation) {
+        let cached = inner.generations.if_unchanged(id, generation, || {
             inner.l1.insert(id.to_string(), entry.clone());
-            self.l2_put(id, &entry, now).await;
+        });
+        if cached {
+            self.l2_put(id, &entry, now, generation).await;
         }
         Ok((entry, Source::Upstream))
     }
@@ -379,6 +381,10 @@ impl UserCache {
             return None;
         }
         let key = self.l2_key(id)?;
+        if inner.bus.l2_suspect(&key) {
+            // An invalidation of this key is still on its way to Redis.
+            return None;
+        }
         let mut conn = redis.conn();
         let result: redis::RedisResult<Option<Vec<u8>>> =
             redis::cmd("GET").arg(&key).query_async(&mut conn).await;
@@ -396,7 +402,10 @@ impl UserCache {
             }
         };
         let split = bytes.iter().position(|b| *b == b'\n')?;
-        let fresh_until_ms: u64 = std::str::from_utf8(&bytes[..split]).ok()?.parse().ok()?;
+        let head = std::str::from_utf8(&bytes[..split]).ok()?;
+        // `v{updated_at} {fresh_until_ms}` (older records: `{fresh_until_ms}` alone).
+        let fresh = head.rsplit(' ').next()?;
+        let fresh_until_ms: u64 = fresh.parse().ok()?;
         if fresh_until_ms <= inner.clock.now_ms() {
             inner.counters.l2_misses.fetch_add(1, Ordering::Relaxed);
             return None;
@@ -415,61 +424,82 @@ impl UserCache {
         })
     }
 
-    async fn l2_put(&self, id: &str, entry: &Entry, now: u64) {
-        let Some(redis) = self.0.redis.as_ref() else {
+    /// Writes `entry` to L2 unless L2 holds a newer version of the user (by Clerk's
+    /// `updated_at`, compared inside Redis), and undoes the write when an
+    /// invalidation of the user arrived while it was on its way (`generation` moved).
+    async fn l2_put(&self, id: &str, entry: &Entry, now: u64, generation: u64) {
+        let inner = &self.0;
+        let Some(redis) = inner.redis.as_ref() else {
             return;
         };
         if !redis.is_up() {
             return;
         }
         let Some(key) = self.l2_key(id) else { return };
-        let mut value = entry.fresh_until_ms.to_string().into_bytes();
-        value.push(b'\n');
+        if inner.bus.l2_suspect(&key) {
+            return;
+        }
+        // A user Clerk does not have is version 0: any real user replaces it.
+        let version = entry.user.as_ref().map_or(0, |u| u.summary.updated_at);
+        let mut value = format!("v{version} {}\n", entry.fresh_until_ms).into_bytes();
         if let Some(u) = &entry.user {
             value.extend_from_slice(&u.raw);
         }
         let px = entry.fresh_until_ms.saturating_sub(now).max(1);
         let mut conn = redis.conn();
-        let result: redis::RedisResult<()> = redis::cmd("SET")
-            .arg(&key)
-            .arg(value)
-            .arg("PX")
+        let result: redis::RedisResult<i64> = l2_cas_script()
+            .key(&key)
+            .arg(version)
+            .arg(&value)
             .arg(px)
-            .query_async(&mut conn)
+            .invoke_async(&mut conn)
             .await;
         redis.record(&result);
-    }
-
-    async fn l2_del(&self, id: &str) {
-        let Some(redis) = self.0.redis.as_ref() else {
-            return;
-        };
-        if !redis.is_up() {
-            return;
+        match result {
+            Ok(1) => {}
+            Ok(_) => {
+                metrics::counter!("frontdesk_user_cache_l2_cas_lost_total").increment(1);
+                return;
+            }
+            Err(_) => return,
         }
-        let Some(key) = self.l2_key(id) else { return };
-        let mut conn = redis.conn();
-        let result: redis::RedisResult<i64> =
-            redis::cmd("DEL").arg(&key).query_async(&mut conn).await;
-        redis.record(&result);
+        if !inner.generations.unchanged(id, generation) {
+            // Invalidated while the write was on its way: take it back, unless
+            // something else has replaced it meanwhile.
+            let result: redis::RedisResult<i64> = l2_undo_script()
+                .key(&key)
+                .arg(&value)
+                .invoke_async(&mut conn)
+                .await;
+            redis.record(&result);
+            metrics::counter!("frontdesk_user_cache_l2_undone_total").increment(1);
+        }
     }
 
-    /// Forgets a user everywhere: L1 here, L2, and every other instance's L1.
-    pub async fn invalidate(&self, id: &str) {
+    /// Forgets a user here (L1, loads in flight) and returns its L2 key, which the
+    /// caller queues for deletion on the bus.
+    pub fn forget_local(&self, id: &str) -> Option<String> {
         let inner = &self.0;
-        inner.generations.bump(id);
-        inner.l1.invalidate(id);
-        self.l2_del(id).await;
+        inner.generations.bump_with(id, || inner.l1.invalidate(id));
         inner
             .counters
             .invalidations_sent
             .fetch_add(1, Ordering::Relaxed);
         metrics::counter!("frontdesk_user_cache_invalidations_total", "direction" => "sent")
             .increment(1);
-        inner
-            .bus
-            .publish(BusEvent::UserInvalidated { id: id.to_string() })
-            .await;
+        self.l2_key(id)
+    }
+
+    /// Forgets a user everywhere: L1 here, L2, and every other instance's L1. The L2
+    /// delete and the announcement are queued on the bus, which retries them until
+    /// Redis takes them; `Err` when its outbox could not take them (a fleet-wide
+    /// resync is then on its way).
+    pub async fn invalidate(&self, id: &str) -> Result<(), Overflow> {
+        let key = self.forget_local(id);
+        self.0.bus.enqueue(
+            key.into_iter().collect(),
+            Some(BusEvent::UserInvalidated { id: id.to_string() }),
+        )
     }
 
     /// Stores Clerk's fresh answer after a write (write-through), and tells the other
@@ -477,11 +507,13 @@ impl UserCache {
     pub async fn put(&self, user: CachedUser) {
         let inner = &self.0;
         let id = user.id().to_string();
-        inner.generations.bump(&id);
         let now = inner.clock.now_ms();
         let entry = self.entry(Some(Arc::new(user)), now);
-        inner.l1.insert(id.clone(), entry.clone());
-        self.l2_put(&id, &entry, now).await;
+        inner.generations.bump_with(&id, || {
+            inner.l1.insert(id.clone(), entry.clone());
+        });
+        let generation = inner.generations.current(&id);
+        self.l2_put(&id, &entry, now, generation).await;
         inner
             .counters
             .invalidations_sent
@@ -491,8 +523,9 @@ impl UserCache {
 
     /// Applies another instance's invalidation to this instance's L1.
     pub fn evict_local(&self, id: &str) {
-        self.0.generations.bump(id);
-        self.0.l1.invalidate(id);
+        self.0
+            .generations
+            .bump_with(id, || self.0.l1.invalidate(id));
         self.0
             .counters
             .invalidations_received
@@ -526,4 +559,31 @@ impl UserCache {
             invalidations_received: c.invalidations_received.load(Ordering::Relaxed),
         }
     }
+}
+
+/// `SET` unless the stored record's version (`v{updated_at} …`) is newer than ARGV[1].
+fn l2_cas_script() -> &'static redis::Script {
+    static SCRIPT: std::sync::OnceLock<redis::Script> = std::sync::OnceLock::new();
+    SCRIPT.get_or_init(|| {
+        redis::Script::new(
+            r"local cur = redis.call('GET', KEYS[1])
+if cur then
+  local v = tonumber(string.match(cur, '^v(%-?%d+) '))
+  if v and v > tonumber(ARGV[1]) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1",
+        )
+    })
+}
+
+/// `DEL` only if the key still holds exactly ARGV[1].
+fn l2_undo_script() -> &'static redis::Script {
+    static SCRIPT: std::sync::OnceLock<redis::Script> = std::sync::OnceLock::new();
+    SCRIPT.get_or_init(|| {
+        redis::Script::new(
+            r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0",
+        )
+    })
 }

@@ -86,7 +86,10 @@ pub(super) async fn apply(state: &AppState, msg: &ClaimedMessage) -> Result<(), 
                 .await
                 .map_err(|e| format!("upsert: {e}"))?;
             let stale = row.clerk_updated_at > upsert.clerk_updated_at;
-            state.user_changed(user.id()).await;
+            state
+                .user_changed(user.id())
+                .await
+                .map_err(|e| format!("invalidation: {e}"))?;
             bump(state, "users").await;
             (
                 user.id().to_string(),
@@ -100,7 +103,10 @@ pub(super) async fn apply(state: &AppState, msg: &ClaimedMessage) -> Result<(), 
                 .soft_delete_user(&d.id, msg.event_ts, now as i64)
                 .await
                 .map_err(|e| format!("soft delete: {e}"))?;
-            state.user_changed(&d.id).await;
+            state
+                .user_changed(&d.id)
+                .await
+                .map_err(|e| format!("invalidation: {e}"))?;
             bump(state, "users").await;
             (d.id, json!({"deleted": true, "changed": changed}))
         }
@@ -111,7 +117,10 @@ pub(super) async fn apply(state: &AppState, msg: &ClaimedMessage) -> Result<(), 
                 .filter(|&e| e > now)
                 .unwrap_or(now + REVOKE_DEFAULT_MS)
                 .clamp(now + REVOKE_DEFAULT_MS, now + REVOKE_MAX_MS);
-            state.session_revoked(&s.id, until);
+            state
+                .session_revoked(&s.id, until)
+                .await
+                .map_err(|e| format!("revocation: {e}"))?;
             (s.id, json!({"user_id": s.user_id, "until_ms": until}))
         }
         k if k.starts_with("organizationMembership.") => {
@@ -121,7 +130,10 @@ pub(super) async fn apply(state: &AppState, msg: &ClaimedMessage) -> Result<(), 
             bump(state, "users").await;
             let user_id = m.public_user_data.and_then(|p| p.user_id);
             if let Some(uid) = &user_id {
-                state.user_changed(uid).await;
+                state
+                    .user_changed(uid)
+                    .await
+                    .map_err(|e| format!("invalidation: {e}"))?;
             }
             let org_id = m.organization.map(|o| o.id);
             (

@@ -20,9 +20,13 @@ use crate::store::ClaimedMessage;
 
 /// How often the queue gauges are refreshed.
 const STATS_EVERY: Duration = Duration::from_secs(1);
-/// How long in-flight messages may finish after the stop signal (their leases cover
-/// them if they cannot).
-const DRAIN: Duration = Duration::from_secs(5);
+
+/// How long an effect may run: well inside its lease, so that no other worker can
+/// have taken the message while this one still writes (and the fenced `done`/`retry`
+/// refuse a holder that overran anyway).
+pub(super) fn effect_timeout(cfg: &WebhooksConfig) -> Duration {
+    Duration::from_millis((cfg.lease_ms * 3 / 4).max(1))
+}
 
 /// Runs until `stop` fires. With `workers = 0` it only keeps the queue gauges fresh.
 pub async fn run_workers(state: AppState, stop: CancellationToken) {
@@ -97,9 +101,9 @@ pub async fn run_workers(state: AppState, stop: CancellationToken) {
             }
         }
     }
-    // Let in-flight messages finish; whatever does not is retaken after its lease.
-    let _ = tokio::time::timeout(DRAIN, async { while tasks.join_next().await.is_some() {} }).await;
-    tasks.abort_all();
+    // Let in-flight messages finish (the caller bounds this by the shutdown grace
+    // period); whatever does not is retaken after its lease.
+    while tasks.join_next().await.is_some() {}
     tracing::info!("webhook workers stopped");
 }
 
@@ -114,7 +118,11 @@ async fn process(state: &AppState, cfg: &WebhooksConfig, msg: ClaimedMessage) {
         return;
     }
     let started = Instant::now();
-    let outcome = effects::apply(state, &msg).await;
+    let timeout = effect_timeout(cfg);
+    let outcome = match tokio::time::timeout(timeout, effects::apply(state, &msg)).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(format!("effect timed out after {} ms", timeout.as_millis())),
+    };
     let now = state.clock.now_ms() as i64;
     match outcome {
         Ok(()) => {
@@ -124,10 +132,14 @@ async fn process(state: &AppState, cfg: &WebhooksConfig, msg: ClaimedMessage) {
                 .record(now.saturating_sub(msg.received_at).max(0) as f64 / 1000.0);
             metrics::counter!("frontdesk_webhooks_processed_total", "outcome" => "done")
                 .increment(1);
-            if let Err(e) = store.inbox_done(&msg.id, now).await {
+            match store.inbox_done(&msg.id, msg.claim, now).await {
+                Ok(true) => {}
+                Ok(false) => fenced(&msg),
                 // The effect is applied; after the lease the message runs again, which
                 // is harmless (effects are idempotent).
-                tracing::warn!(msg_id = %msg.id, error = %e, "webhook inbox: cannot mark done");
+                Err(e) => {
+                    tracing::warn!(msg_id = %msg.id, error = %e, "webhook inbox: cannot mark done")
+                }
             }
         }
         Err(err) if msg.attempts >= max => finish_dead(state, &msg, &err).await,
@@ -139,11 +151,15 @@ async fn process(state: &AppState, cfg: &WebhooksConfig, msg: ClaimedMessage) {
                 msg_id = %msg.id, kind = %msg.kind, attempts = msg.attempts, retry_in_ms = delay,
                 error = %err, "webhook effect failed; will retry"
             );
-            if let Err(e) = store
-                .inbox_retry(&msg.id, now.saturating_add(delay as i64), &err)
+            match store
+                .inbox_retry(&msg.id, msg.claim, now.saturating_add(delay as i64), &err)
                 .await
             {
-                tracing::warn!(msg_id = %msg.id, error = %e, "webhook inbox: cannot schedule retry");
+                Ok(true) => {}
+                Ok(false) => fenced(&msg),
+                Err(e) => {
+                    tracing::warn!(msg_id = %msg.id, error = %e, "webhook inbox: cannot schedule retry")
+                }
             }
         }
     }
@@ -156,9 +172,18 @@ async fn finish_dead(state: &AppState, msg: &ClaimedMessage, err: &str) {
         "webhook message is dead; replay it from the api listener once fixed"
     );
     let now = state.clock.now_ms() as i64;
-    if let Err(e) = state.store.inbox_dead(&msg.id, err, now).await {
-        tracing::warn!(msg_id = %msg.id, error = %e, "webhook inbox: cannot mark dead");
+    match state.store.inbox_dead(&msg.id, msg.claim, err, now).await {
+        Ok(true) => {}
+        Ok(false) => fenced(msg),
+        Err(e) => tracing::warn!(msg_id = %msg.id, error = %e, "webhook inbox: cannot mark dead"),
     }
+}
+
+/// This worker's claim is no longer the row's: another worker took it after the lease
+/// ran out (or it was replayed). Its outcome is theirs to record.
+fn fenced(msg: &ClaimedMessage) {
+    metrics::counter!("frontdesk_webhooks_fenced_total").increment(1);
+    tracing::warn!(msg_id = %msg.id, kind = %msg.kind, "webhook claim lost to another worker; outcome not recorded");
 }
 
 /// Delay before the attempt after `attempts`: base·2^(attempts−1), capped, with "equal

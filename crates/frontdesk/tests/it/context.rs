@@ -313,7 +313,7 @@ async fn refusals_name_the_failed_check() {
         .as_str()
         .unwrap()
         .to_string();
-    app.state.session_revoked(&sid, u64::MAX / 2);
+    app.state.session_revoked(&sid, u64::MAX / 2).await.unwrap();
     let (s, body) = me(&app, &good).await;
     assert_eq!((s, body["code"].as_str()), (401, Some("session_revoked")));
 
@@ -342,7 +342,7 @@ async fn a_deleted_user_is_refused() {
             .await
             .unwrap()
     );
-    app.state.user_changed(&id).await;
+    app.state.user_changed(&id).await.unwrap();
     let (s, body) = me(&app, &t).await;
     assert_eq!((s, body["code"].as_str()), (401, Some("user_deleted")));
     app.stop().await;

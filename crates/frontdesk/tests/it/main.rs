@@ -12,6 +12,7 @@ mod support;
 mod binary;
 mod config;
 mod context;
+mod fleet;
 mod migrations;
 mod ops;
 mod tokens;

@@ -262,6 +262,11 @@ impl PrivateRedis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// The server's process id, for tests that pause it (`SIGSTOP`/`SIGCONT`).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("redis-server is running").id()
+    }
+
     pub async fn restart(&mut self) {
         let bin =
             std::env::var("FRONTDESK_TEST_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
