@@ -169,7 +169,7 @@ async fn migrate_applies_the_schema_to_postgres() {
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.starts_with("postgres: 2 migration(s) applied now"),
+        stdout.starts_with("postgres: 3 migration(s) applied now"),
         "{stdout}"
     );
     let out = frontdesk(&dir)

@@ -397,3 +397,82 @@ async fn after_redis_restarts_empty_every_instance_resyncs_and_serves_fresh_data
     let fresh = support::eventually(Duration::from_secs(10), || all_serve(&fleet, &c, &want)).await;
     assert!(fresh, "every instance serves fresh data without a restart");
 }
+
+// ---------------------------------------------------------------------------------
+// The store's side of it, on both backends.
+
+async fn both_stores() -> Vec<(frontdesk::store::Store, Option<tempfile::TempDir>)> {
+    let pg = frontdesk::store::Store::connect(&support::fresh_pg_database().await, 4)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let lite = frontdesk::store::Store::connect(&support::sqlite_url(&dir), 4)
+        .await
+        .unwrap();
+    vec![(pg, None), (lite, Some(dir))]
+}
+
+#[tokio::test]
+async fn revocations_are_stored_keep_the_later_time_and_are_purged_after_expiry() {
+    for (store, _dir) in both_stores().await {
+        store.migrate().await.unwrap();
+        store.revocation_put("sess_a", 2_000, 0).await.unwrap();
+        store.revocation_put("sess_a", 1_500, 10).await.unwrap();
+        store.revocation_put("sess_b", 1_000, 0).await.unwrap();
+        let mut active = store.revocations_active(1_200, 100).await.unwrap();
+        active.sort();
+        assert_eq!(
+            active,
+            vec![("sess_a".to_string(), 2_000)],
+            "{}",
+            store.kind()
+        );
+        assert_eq!(store.revocations_purge(1_200).await.unwrap(), 1);
+        assert_eq!(store.revocations_active(0, 100).await.unwrap().len(), 1);
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn a_worker_whose_claim_was_retaken_cannot_finish_the_message() {
+    for (store, _dir) in both_stores().await {
+        store.migrate().await.unwrap();
+        let msg = frontdesk::store::NewInboxMessage {
+            id: "msg_1",
+            kind: "user.updated",
+            payload: "{}",
+            event_ts: 0,
+        };
+        assert!(store.inbox_insert(&msg, 0).await.unwrap());
+        let first = store.inbox_claim(0, 100, 10).await.unwrap();
+        assert_eq!(first.len(), 1);
+        // The first worker overran its lease: another one takes the message.
+        assert!(
+            store.inbox_claim(50, 100, 10).await.unwrap().is_empty(),
+            "leased"
+        );
+        let second = store.inbox_claim(100, 100, 10).await.unwrap();
+        assert_eq!(second.len(), 1);
+        assert_ne!(first[0].claim, second[0].claim);
+        let (old, new) = (first[0].claim, second[0].claim);
+        assert!(!store.inbox_retry("msg_1", old, 0, "late").await.unwrap());
+        assert!(!store.inbox_dead("msg_1", old, "late", 200).await.unwrap());
+        assert!(!store.inbox_done("msg_1", old, 200).await.unwrap());
+        let row = store.inbox_get("msg_1").await.unwrap().unwrap();
+        assert_eq!(
+            row.state,
+            frontdesk::store::InboxState::Pending,
+            "{}",
+            store.kind()
+        );
+        assert!(store.inbox_done("msg_1", new, 200).await.unwrap());
+        let row = store.inbox_get("msg_1").await.unwrap().unwrap();
+        assert_eq!(row.state, frontdesk::store::InboxState::Done);
+        // A replay resets attempts but never the claim: the old holders stay fenced.
+        assert!(store.inbox_replay("msg_1", 300).await.unwrap());
+        let third = store.inbox_claim(300, 100, 10).await.unwrap();
+        assert!(third[0].claim > new);
+        assert!(!store.inbox_done("msg_1", old, 400).await.unwrap());
+        store.close().await;
+    }
+}
