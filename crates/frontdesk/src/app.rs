@@ -79,11 +79,17 @@ impl AppState {
 
     /// A session ended or was revoked: its tokens are refused until `until_ms`
     /// (their latest possible expiry), on this instance at once, on the others when
-    /// the bus delivers it, and after any restart (it is stored first).
-    pub async fn session_revoked(&self, sid: &str, until_ms: u64) -> Result<()> {
+    /// the bus delivers it, and after any restart (it is stored first). `fence`: the
+    /// webhook message and claim this runs under (see `Store::revocation_put`).
+    pub async fn session_revoked(
+        &self,
+        sid: &str,
+        until_ms: u64,
+        fence: Option<(&str, i64)>,
+    ) -> Result<()> {
         let now = self.clock.now_ms();
         self.store
-            .revocation_put(sid, until_ms as i64, now as i64)
+            .revocation_put(sid, until_ms as i64, now as i64, fence)
             .await?;
         if let Some(v) = &self.verifier {
             v.revoke_session(sid, until_ms);

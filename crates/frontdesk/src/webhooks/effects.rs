@@ -118,7 +118,7 @@ pub(super) async fn apply(state: &AppState, msg: &ClaimedMessage) -> Result<(), 
                 .unwrap_or(now + REVOKE_DEFAULT_MS)
                 .clamp(now + REVOKE_DEFAULT_MS, now + REVOKE_MAX_MS);
             state
-                .session_revoked(&s.id, until)
+                .session_revoked(&s.id, until, Some((&msg.id, msg.claim)))
                 .await
                 .map_err(|e| format!("revocation: {e}"))?;
             (s.id, json!({"user_id": s.user_id, "until_ms": until}))

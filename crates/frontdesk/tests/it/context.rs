@@ -313,7 +313,10 @@ async fn refusals_name_the_failed_check() {
         .as_str()
         .unwrap()
         .to_string();
-    app.state.session_revoked(&sid, u64::MAX / 2).await.unwrap();
+    app.state
+        .session_revoked(&sid, u64::MAX / 2, None)
+        .await
+        .unwrap();
     let (s, body) = me(&app, &good).await;
     assert_eq!((s, body["code"].as_str()), (401, Some("session_revoked")));
 

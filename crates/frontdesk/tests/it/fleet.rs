@@ -398,6 +398,86 @@ async fn after_redis_restarts_empty_every_instance_resyncs_and_serves_fresh_data
     assert!(fresh, "every instance serves fresh data without a restart");
 }
 
+#[tokio::test]
+async fn a_worker_killed_while_its_effect_overruns_its_lease_writes_once() {
+    let mut fleet = Fleet::start(
+        1,
+        2,
+        &support::redis_url(),
+        &[("FRONTDESK_WEBHOOKS__LEASE_MS", "3000")],
+    )
+    .await;
+    let pool = sqlx::PgPool::connect(&fleet.db).await.unwrap();
+    // Every committed write of a revocation row is counted.
+    sqlx::raw_sql(
+        "CREATE TABLE revocation_writes (sid TEXT NOT NULL);
+         CREATE FUNCTION count_revocation_write() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN INSERT INTO revocation_writes VALUES (NEW.sid); RETURN NEW; END $$;
+         CREATE TRIGGER count_revocation_write AFTER INSERT OR UPDATE ON session_revocations
+           FOR EACH ROW EXECUTE FUNCTION count_revocation_write();",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let user = Emulator::seed_user_id(1);
+    let (token, sid) = fleet.token(&user);
+    // Hold the row the effect writes: the effect waits on it, past its lease.
+    let mut blocker = pool.begin().await.unwrap();
+    sqlx::query("INSERT INTO session_revocations (sid, until_ms, revoked_at) VALUES ($1, 1, 0)")
+        .bind(&sid)
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    fleet.emu.revoke_session(&sid).unwrap();
+    fleet.emu.webhooks_settled().await;
+    let stuck = support::eventually(Duration::from_secs(10), || {
+        let pool = pool.clone();
+        async move {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+                 AND wait_event_type = 'Lock' AND query LIKE '%INSERT INTO session_revocations%'
+                 AND pid <> pg_backend_pid()",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            n >= 1
+        }
+    })
+    .await;
+    assert!(stuck, "the effect is waiting on the held row");
+    // The worker dies mid-effect; its statement is still queued in Postgres.
+    fleet.kill(0);
+    blocker.rollback().await.unwrap();
+    fleet.restart(0).await;
+    let done = support::eventually(Duration::from_secs(30), || {
+        let pool = pool.clone();
+        async move {
+            let state: String = sqlx::query_scalar(
+                "SELECT state FROM webhook_inbox WHERE type = 'session.revoked'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            state == "done"
+        }
+    })
+    .await;
+    assert!(done, "the message is applied after the lease");
+    let writes: i64 = sqlx::query_scalar("SELECT count(*) FROM revocation_writes WHERE sid = $1")
+        .bind(&sid)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(writes, 1, "the killed worker's write never committed");
+    let c = support::http();
+    assert_eq!(
+        me(&c, fleet.edge(0), &token).await,
+        (401, Some("session_revoked".into()))
+    );
+    pool.close().await;
+}
+
 // ---------------------------------------------------------------------------------
 // The store's side of it, on both backends.
 
@@ -416,9 +496,18 @@ async fn both_stores() -> Vec<(frontdesk::store::Store, Option<tempfile::TempDir
 async fn revocations_are_stored_keep_the_later_time_and_are_purged_after_expiry() {
     for (store, _dir) in both_stores().await {
         store.migrate().await.unwrap();
-        store.revocation_put("sess_a", 2_000, 0).await.unwrap();
-        store.revocation_put("sess_a", 1_500, 10).await.unwrap();
-        store.revocation_put("sess_b", 1_000, 0).await.unwrap();
+        store
+            .revocation_put("sess_a", 2_000, 0, None)
+            .await
+            .unwrap();
+        store
+            .revocation_put("sess_a", 1_500, 10, None)
+            .await
+            .unwrap();
+        store
+            .revocation_put("sess_b", 1_000, 0, None)
+            .await
+            .unwrap();
         let mut active = store.revocations_active(1_200, 100).await.unwrap();
         active.sort();
         assert_eq!(
