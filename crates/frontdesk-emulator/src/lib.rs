@@ -245,7 +245,11 @@ impl Emulator {
 
     /// Per-endpoint call counts since start or the last [`Emulator::reset`].
     pub fn stats(&self) -> Stats {
-        self.inner.stats.snapshot()
+        let mut s = self.inner.stats.snapshot();
+        let w = self.inner.knobs.lock().window_stats();
+        s.max_in_window = w.max_in_window;
+        s.rate_limited = w.rate_limited;
+        s
     }
 
     /// Zeroes the call counters and restarts the rate-limit window.
