@@ -14,8 +14,12 @@
 //! `/v1/stats` and `/metrics` (`frontdesk_upstream_budget_mode`).
 //!
 //! Both logs count a call when it is admitted, just before it is sent; Clerk counts it
-//! when it arrives. Calls admitted in one order can arrive in another, so the window
-//! used here is longer than the configured one by a small margin ([`SEND_MARGIN_DIV`]).
+//! when it arrives, a little later (more under load). So when the call has reached
+//! Clerk (its answer came back, or it failed), its entry is moved to that moment
+//! ([`Budget::complete`]): a call then holds its place in the log from no earlier than
+//! its arrival at Clerk, and the next call that may take that place is admitted (and
+//! so arrives) at least one window after it. A call still in flight after a whole
+//! window (longer than `timeout_ms`) is the one case this does not cover.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -26,10 +30,6 @@ use tokio::time::Instant;
 
 use super::Endpoint;
 use crate::redis_link::RedisLink;
-
-/// The window is lengthened by `window / SEND_MARGIN_DIV` (5%): room for the time
-/// between admitting a call and Clerk receiving it.
-pub const SEND_MARGIN_DIV: u64 = 20;
 
 /// The budget check and the pause check in one round trip.
 /// KEYS[1]: the log; KEYS[2]: the endpoint's pause key.
@@ -53,6 +53,16 @@ if wait < 1 then wait = 1 end
 return {1, wait}
 ";
 
+/// Moves a call's entry to now (rounded up to the next ms), adding it back if it had
+/// left the window. KEYS[1]: the log. ARGV[1]: the call's id; ARGV[2]: window (ms).
+const COMPLETE_LUA: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + 1
+redis.call('ZADD', KEYS[1], 'GT', now, ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+";
+
 /// Sets a pause unless a longer one is already running. KEYS[1]: pause key; ARGV[1]: ms.
 const PAUSE_LUA: &str = r"
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
@@ -62,13 +72,21 @@ return 1
 ";
 
 /// The answer to "may I call Clerk now?".
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admission {
-    Granted,
+    /// Send now, then hand the ticket back to [`Budget::complete`].
+    Granted(Ticket),
     /// The budget is spent; the earliest a call may be admitted, in ms.
     Wait(u64),
     /// Clerk asked the fleet to back off this endpoint for this many ms.
     Paused(u64),
+}
+
+/// A call's entry in the log it was admitted by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ticket {
+    Fleet(String),
+    Local(u64),
 }
 
 /// Where the budget is counted.
@@ -99,12 +117,14 @@ impl Mode {
     }
 }
 
-/// A sliding-window log in process: the admission times of the last window's calls.
+/// A sliding-window log in process: for each call of the last window, when it was
+/// admitted or (once it reached Clerk) completed.
 #[derive(Debug)]
 pub struct LocalWindow {
     limit: usize,
     window_ms: u64,
-    admitted: Mutex<VecDeque<Instant>>,
+    log: Mutex<VecDeque<(u64, Instant)>>,
+    next_id: AtomicU64,
 }
 
 impl LocalWindow {
@@ -112,36 +132,42 @@ impl LocalWindow {
         Self {
             limit: limit.max(1) as usize,
             window_ms: window_ms.max(1),
-            admitted: Mutex::new(VecDeque::new()),
+            log: Mutex::new(VecDeque::new()),
+            next_id: AtomicU64::new(0),
         }
     }
 
     /// Admits a call now, or says how long until one may be.
     pub fn try_acquire(&self, now: Instant) -> Admission {
         let window = std::time::Duration::from_millis(self.window_ms);
-        let mut log = self.admitted.lock();
-        while log
-            .front()
-            .is_some_and(|t| now.saturating_duration_since(*t) >= window)
-        {
-            log.pop_front();
-        }
+        let mut log = self.log.lock();
+        log.retain(|(_, t)| now.saturating_duration_since(*t) < window);
         if log.len() < self.limit {
-            log.push_back(now);
-            return Admission::Granted;
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            log.push_back((id, now));
+            return Admission::Granted(Ticket::Local(id));
         }
-        let oldest = log.front().copied().unwrap_or(now);
+        let oldest = log.iter().map(|(_, t)| *t).min().unwrap_or(now);
         let left = window.saturating_sub(now.saturating_duration_since(oldest));
         Admission::Wait((left.as_millis() as u64).max(1))
+    }
+
+    /// The call reached Clerk at `now`: it holds its place from then.
+    pub fn complete(&self, id: u64, now: Instant) {
+        let mut log = self.log.lock();
+        match log.iter_mut().find(|(i, _)| *i == id) {
+            Some(entry) => entry.1 = entry.1.max(now),
+            None => log.push_back((id, now)),
+        }
     }
 }
 
 pub struct Budget {
     limit: u32,
     window_ms: u64,
-    effective_window_ms: u64,
     redis: Option<Arc<RedisLink>>,
     acquire: redis::Script,
+    complete: redis::Script,
     pause: redis::Script,
     local: LocalWindow,
     local_limit: u32,
@@ -149,6 +175,8 @@ pub struct Budget {
     /// Ids of this instance's calls in the shared log.
     instance: String,
     seq: AtomicU64,
+    /// Calls admitted by the local share although Redis is configured.
+    local_grants: AtomicU64,
     /// Monotonic ms (since `started`) before which the budget is known spent: a hint
     /// for callers that can answer from cache instead of queueing.
     spent_until: AtomicU64,
@@ -174,7 +202,6 @@ impl Budget {
     ) -> Self {
         let limit = limit.max(1);
         let window_ms = window_ms.max(1);
-        let effective_window_ms = window_ms + window_ms / SEND_MARGIN_DIV;
         let local_limit = match redis {
             Some(_) => (limit / expected_instances.max(1)).max(1),
             None => limit,
@@ -187,15 +214,16 @@ impl Budget {
         let budget = Self {
             limit,
             window_ms,
-            effective_window_ms,
             redis,
             acquire: redis::Script::new(ACQUIRE_LUA),
+            complete: redis::Script::new(COMPLETE_LUA),
             pause: redis::Script::new(PAUSE_LUA),
-            local: LocalWindow::new(local_limit, effective_window_ms),
+            local: LocalWindow::new(local_limit, window_ms),
             local_limit,
             mode: AtomicU8::new(mode as u8),
             instance: uuid::Uuid::new_v4().simple().to_string(),
             seq: AtomicU64::new(0),
+            local_grants: AtomicU64::new(0),
             spent_until: AtomicU64::new(0),
             started: Instant::now(),
         };
@@ -214,6 +242,10 @@ impl Budget {
     }
     pub fn mode(&self) -> Mode {
         Mode::from_u8(self.mode.load(Ordering::Relaxed))
+    }
+    /// Calls admitted by the local share although Redis is configured.
+    pub fn local_grants(&self) -> u64 {
+        self.local_grants.load(Ordering::Relaxed)
     }
 
     /// Whether a call now would have to wait for the budget (as last seen).
@@ -242,10 +274,14 @@ impl Budget {
                 a
             }
             None => {
+                let a = self.local.try_acquire(Instant::now());
                 if self.redis.is_some() {
                     self.set_mode(Mode::LocalShare);
+                    if matches!(a, Admission::Granted(_)) {
+                        self.local_grants.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
-                self.local.try_acquire(Instant::now())
+                a
             }
         };
         if let Admission::Wait(ms) = admission {
@@ -272,19 +308,40 @@ impl Budget {
             .acquire
             .key(self.log_key(redis))
             .key(self.pause_key(redis, endpoint))
-            .arg(self.effective_window_ms)
+            .arg(self.window_ms)
             .arg(self.limit)
-            .arg(id)
+            .arg(&id)
             .invoke_async(&mut conn)
             .await;
         redis.record(&result);
         match result {
-            Ok((0, _)) => Some(Admission::Granted),
+            Ok((0, _)) => Some(Admission::Granted(Ticket::Fleet(id))),
             Ok((2, ms)) => Some(Admission::Paused(ms.max(1) as u64)),
             Ok((_, ms)) => Some(Admission::Wait(ms.max(1) as u64)),
             Err(e) => {
                 tracing::warn!(error_kind = ?e.kind(), "the shared Clerk budget is unreachable; using this instance's share");
                 None
+            }
+        }
+    }
+
+    /// The call has reached Clerk (or failed): its entry moves to now.
+    pub async fn complete(&self, ticket: Ticket) {
+        match ticket {
+            Ticket::Local(id) => self.local.complete(id, Instant::now()),
+            Ticket::Fleet(id) => {
+                let Some(redis) = self.redis.as_ref() else {
+                    return;
+                };
+                let mut conn = redis.conn();
+                let result: redis::RedisResult<i64> = self
+                    .complete
+                    .key(self.log_key(redis))
+                    .arg(id)
+                    .arg(self.window_ms)
+                    .invoke_async(&mut conn)
+                    .await;
+                redis.record(&result);
             }
         }
     }
@@ -335,14 +392,24 @@ mod tests {
         let at = |ms| t0 + Duration::from_millis(ms);
         // Idle, then a burst at the end of one "window" and the start of the next: a
         // token bucket with a burst of 3 would admit 6 here.
-        assert_eq!(w.try_acquire(at(900)), Admission::Granted);
-        assert_eq!(w.try_acquire(at(950)), Admission::Granted);
-        assert_eq!(w.try_acquire(at(999)), Admission::Granted);
+        let granted = |a: Admission| matches!(a, Admission::Granted(_));
+        assert!(granted(w.try_acquire(at(900))));
+        assert!(granted(w.try_acquire(at(950))));
+        let Admission::Granted(Ticket::Local(third)) = w.try_acquire(at(999)) else {
+            panic!("admitted")
+        };
         assert_eq!(w.try_acquire(at(1000)), Admission::Wait(900));
         assert_eq!(w.try_acquire(at(1899)), Admission::Wait(1));
-        assert_eq!(w.try_acquire(at(1900)), Admission::Granted);
-        assert_eq!(w.try_acquire(at(1900)), Admission::Wait(50));
-        assert_eq!(w.try_acquire(at(1950)), Admission::Granted);
+        assert!(granted(w.try_acquire(at(1900))));
+        // The third call reached Clerk late (at 1,200): it holds its place from then.
+        w.complete(third, at(1200));
+        assert!(granted(w.try_acquire(at(1950))), "950 has left the window");
+        assert_eq!(
+            w.try_acquire(at(1960)),
+            Admission::Wait(240),
+            "1,200 has not"
+        );
+        assert!(granted(w.try_acquire(at(2200))));
     }
 
     #[test]

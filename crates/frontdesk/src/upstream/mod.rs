@@ -33,7 +33,7 @@ use serde::Deserialize;
 use tokio::sync::Semaphore;
 
 pub use breaker::{Breakers, Pass, RetryBudget};
-pub use budget::{Admission, Budget, LocalWindow, Mode as BudgetMode};
+pub use budget::{Admission, Budget, LocalWindow, Mode as BudgetMode, Ticket};
 pub use endpoint::Endpoint;
 
 use crate::clock::SharedClock;
@@ -345,6 +345,7 @@ impl ClerkClient {
                 "limit": self.budget.limit(),
                 "window_ms": self.budget.window_ms(),
                 "local_share": self.budget.local_limit(),
+                "local_grants": self.budget.local_grants(),
                 "timeouts": self.counters.budget_timeouts.load(Ordering::Relaxed),
             },
             "breakers_not_closed": breakers,
@@ -381,10 +382,10 @@ impl ClerkClient {
         &self,
         endpoint: Endpoint,
         deadline: tokio::time::Instant,
-    ) -> Result<(), UpstreamError> {
+    ) -> Result<Ticket, UpstreamError> {
         loop {
             match self.budget.try_acquire(endpoint).await {
-                Admission::Granted => return Ok(()),
+                Admission::Granted(ticket) => return Ok(ticket),
                 Admission::Paused(ms) => {
                     self.note_pause(endpoint, ms);
                     self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
@@ -429,11 +430,14 @@ impl ClerkClient {
                 });
             }
         };
-        self.acquire_budget(endpoint, deadline).await?;
+        let ticket = self.acquire_budget(endpoint, deadline).await?;
         metrics::histogram!("frontdesk_upstream_governor_wait_seconds", "endpoint" => endpoint.as_str())
             .record(waited.elapsed().as_secs_f64());
         // Waiting may have outlasted a pause set meanwhile by another caller's 429.
-        self.check_pause(endpoint)?;
+        if let Err(e) = self.check_pause(endpoint) {
+            self.budget.complete(ticket).await;
+            return Err(e);
+        }
 
         let url = format!("{}{}", self.base, req.path_and_query);
         let mut builder = self
@@ -457,6 +461,9 @@ impl ClerkClient {
         self.counters.calls[idx].fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let result = builder.send().await;
+        // Clerk has the request by now (or never will): its place in the budget
+        // starts here.
+        self.budget.complete(ticket).await;
         let elapsed = started.elapsed().as_secs_f64();
         metrics::histogram!("frontdesk_upstream_request_duration_seconds", "endpoint" => endpoint.as_str())
             .record(elapsed);

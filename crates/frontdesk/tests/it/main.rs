@@ -9,11 +9,13 @@
 
 mod support;
 
+mod availability;
 mod binary;
 mod config;
 mod context;
 mod migrations;
 mod ops;
 mod tokens;
+mod upstream;
 mod users;
 mod webhooks;
