@@ -84,7 +84,7 @@ pub struct EmulatorConfig {
     pub latency: Latency,
     /// Share of `/v1` calls answered 500, 0.0–1.0.
     pub error_rate: f64,
-    /// Fixed-window limit across all `/v1` calls.
+    /// Sliding-window limit across all `/v1` calls.
     pub rate_limit: Option<RateLimit>,
     /// Where to send webhooks.
     pub webhook: Option<WebhookTarget>,
