@@ -114,7 +114,11 @@ async fn rate_limit_answers_429_with_retry_after_and_reset_reopens() {
         "429s are counted"
     );
     let stats = c.emu.stats();
-    assert_eq!((stats.rate_limited, stats.max_in_window), (1, 4), "{stats:?}");
+    assert_eq!(
+        (stats.rate_limited, stats.max_in_window),
+        (1, 4),
+        "{stats:?}"
+    );
 
     c.emu.reset();
     let (s, _) = c.get("/v1/users/count").await;
