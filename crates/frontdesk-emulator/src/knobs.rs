@@ -1,8 +1,9 @@
 //! Run-time knobs that make the emulator misbehave like a real, remote Clerk: latency
-//! (fixed + uniform jitter), an error rate (500s), a fixed-window rate limit (429 +
-//! `Retry-After`) and the webhook target. Set from flags at start-up, changed with
+//! (fixed + uniform jitter), an error rate (500s), a sliding-window rate limit (429 +
+//! `Retry-After`, as Clerk enforces it) and the webhook target. Set from flags at start-up, changed with
 //! `POST /__emulator/config` or [`crate::Emulator::set_knobs`].
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use axum::Json;
@@ -23,7 +24,8 @@ pub struct Latency {
     pub jitter_ms: u64,
 }
 
-/// At most `requests` `/v1` calls per fixed window of `window_ms`.
+/// At most `requests` `/v1` calls in any window of `window_ms` (a sliding window: the
+/// limit holds for every interval of that length, not only for aligned ones).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RateLimit {
     pub requests: u32,
@@ -81,8 +83,24 @@ pub struct KnobState {
     pub error_rate: f64,
     pub rate_limit: Option<RateLimit>,
     pub webhook: Option<WebhookTarget>,
-    window_start: Option<Instant>,
-    window_count: u32,
+    /// Admitted calls within the last window, oldest first.
+    admitted: VecDeque<Instant>,
+    /// Every call that reached the limiter within the last window (admitted or not).
+    arrivals: VecDeque<Instant>,
+    /// The most calls that reached the limiter within any one window.
+    max_in_window: u64,
+    /// Calls answered 429.
+    rejected: u64,
+}
+
+/// What the limiter saw, for `GET /__emulator/stats`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowStats {
+    /// The most `/v1` calls that arrived within any one rate-limit window (0 when no
+    /// limit is set), whether or not they were admitted.
+    pub max_in_window: u64,
+    /// Calls answered 429 by the rate limit.
+    pub rate_limited: u64,
 }
 
 impl KnobState {
@@ -97,35 +115,51 @@ impl KnobState {
             error_rate,
             rate_limit,
             webhook,
-            window_start: None,
-            window_count: 0,
+            admitted: VecDeque::new(),
+            arrivals: VecDeque::new(),
+            max_in_window: 0,
+            rejected: 0,
         }
     }
 
     pub fn reset_window(&mut self) {
-        self.window_start = None;
-        self.window_count = 0;
+        self.admitted.clear();
+        self.arrivals.clear();
+        self.max_in_window = 0;
+        self.rejected = 0;
     }
 
-    /// Counts one call against the fixed window; `Err(retry_after_s)` when over the limit.
+    pub fn window_stats(&self) -> WindowStats {
+        WindowStats {
+            max_in_window: self.max_in_window,
+            rate_limited: self.rejected,
+        }
+    }
+
+    /// Counts one call against the sliding window; `Err(retry_after_s)` when the
+    /// window ending now already holds `requests` admitted calls. `Retry-After` is
+    /// when the oldest of them leaves the window.
     pub fn admit(&mut self, now: Instant) -> Result<(), u64> {
         let Some(limit) = self.rate_limit else {
             return Ok(());
         };
         let window = Duration::from_millis(limit.window_ms.max(1));
-        let start = match self.window_start {
-            Some(s) if now.duration_since(s) < window => s,
-            _ => {
-                self.window_start = Some(now);
-                self.window_count = 0;
-                now
-            }
-        };
-        if self.window_count < limit.requests {
-            self.window_count += 1;
+        let expired = |t: &Instant| now.saturating_duration_since(*t) >= window;
+        while self.admitted.front().is_some_and(expired) {
+            self.admitted.pop_front();
+        }
+        while self.arrivals.front().is_some_and(expired) {
+            self.arrivals.pop_front();
+        }
+        self.arrivals.push_back(now);
+        self.max_in_window = self.max_in_window.max(self.arrivals.len() as u64);
+        if self.admitted.len() < limit.requests as usize {
+            self.admitted.push_back(now);
             return Ok(());
         }
-        let left = window.saturating_sub(now.duration_since(start));
+        self.rejected += 1;
+        let oldest = self.admitted.front().copied().unwrap_or(now);
+        let left = window.saturating_sub(now.saturating_duration_since(oldest));
         Err(left.as_millis().div_ceil(1000).max(1) as u64)
     }
 
@@ -238,7 +272,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fixed_window_admits_then_rejects_with_ceil_seconds() {
+    fn sliding_window_admits_then_rejects_with_ceil_seconds() {
         let mut k = KnobState::new(
             Latency::default(),
             0.0,
@@ -254,6 +288,31 @@ mod tests {
         assert_eq!(k.admit(t0 + Duration::from_millis(100)), Err(3));
         assert_eq!(k.admit(t0 + Duration::from_millis(2400)), Err(1));
         assert!(k.admit(t0 + Duration::from_millis(2500)).is_ok());
+        assert_eq!(k.window_stats().rate_limited, 2);
+    }
+
+    #[test]
+    fn the_window_slides_so_a_burst_across_a_boundary_is_refused() {
+        // A fixed window would admit 2 at 900 ms and 2 more at 1,000 ms: 4 within
+        // 100 ms against a limit of 2 per second.
+        let mut k = KnobState::new(
+            Latency::default(),
+            0.0,
+            Some(RateLimit {
+                requests: 2,
+                window_ms: 1000,
+            }),
+            None,
+        );
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        assert!(k.admit(at(900)).is_ok());
+        assert!(k.admit(at(900)).is_ok());
+        assert!(k.admit(at(1000)).is_err());
+        assert!(k.admit(at(1899)).is_err());
+        assert!(k.admit(at(1900)).is_ok());
+        // Arrivals, admitted or not, within one window: 900, 900, 1000, 1899 (and 1900).
+        assert_eq!(k.window_stats().max_in_window, 4);
     }
 
     #[test]

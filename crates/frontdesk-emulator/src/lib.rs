@@ -84,7 +84,7 @@ pub struct EmulatorConfig {
     pub latency: Latency,
     /// Share of `/v1` calls answered 500, 0.0–1.0.
     pub error_rate: f64,
-    /// Fixed-window limit across all `/v1` calls.
+    /// Sliding-window limit across all `/v1` calls.
     pub rate_limit: Option<RateLimit>,
     /// Where to send webhooks.
     pub webhook: Option<WebhookTarget>,
@@ -245,7 +245,11 @@ impl Emulator {
 
     /// Per-endpoint call counts since start or the last [`Emulator::reset`].
     pub fn stats(&self) -> Stats {
-        self.inner.stats.snapshot()
+        let mut s = self.inner.stats.snapshot();
+        let w = self.inner.knobs.lock().window_stats();
+        s.max_in_window = w.max_in_window;
+        s.rate_limited = w.rate_limited;
+        s
     }
 
     /// Zeroes the call counters and restarts the rate-limit window.

@@ -21,6 +21,14 @@ pub struct Stats {
     pub calls: BTreeMap<String, u64>,
     /// Sum of `calls`.
     pub total: u64,
+    /// The most `/v1` calls that reached the rate limiter within any one window of
+    /// the `rate_limit` knob (sliding), admitted or not; 0 without a limit. Lets a
+    /// test assert "never more than the limit in any window".
+    #[serde(default)]
+    pub max_in_window: u64,
+    /// Calls the rate limit answered 429.
+    #[serde(default)]
+    pub rate_limited: u64,
 }
 
 impl Stats {

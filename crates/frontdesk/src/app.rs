@@ -137,9 +137,10 @@ impl App {
     }
 
     pub async fn build_with_clock(config: Config, clock: SharedClock) -> Result<Self> {
-        let store = Store::connect(
+        let store = Store::connect_with(
             config.database_url.expose(),
             config.database_max_connections,
+            Duration::from_millis(config.database_acquire_timeout_ms.max(1)),
         )
         .await
         .map_err(|e| match e {
@@ -168,7 +169,7 @@ impl App {
         };
         metrics::gauge!("frontdesk_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
         let bus = Arc::new(Bus::new(redis.clone()));
-        let clerk = upstream::from_config(&config, clock.clone())?;
+        let clerk = upstream::from_config(&config, clock.clone(), redis.clone())?;
         let users = clerk.as_ref().map(|c| {
             UserCache::new(
                 c.clone(),

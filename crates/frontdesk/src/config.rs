@@ -70,6 +70,10 @@ pub struct Config {
     pub database_url: Secret,
     /// Maximum connections in the store pool. `FRONTDESK_DATABASE_MAX_CONNECTIONS`.
     pub database_max_connections: u32,
+    /// How long a statement waits for a pooled connection before the store counts as
+    /// down, in milliseconds; after that, statements fail at once until a background
+    /// probe reaches the store. `FRONTDESK_DATABASE_ACQUIRE_TIMEOUT_MS`.
+    pub database_acquire_timeout_ms: u64,
     /// Apply pending migrations when `serve` starts. `FRONTDESK_MIGRATE_ON_START`.
     pub migrate_on_start: bool,
     /// Redis for the shared cache tier, pub/sub and shared rate limits. Unset: no L2.
@@ -169,12 +173,29 @@ pub struct ContextConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
-    /// Requests per window sent to Clerk, shared by every caller in this instance.
-    /// 0: Clerk's own limit for the key (1,000 per 10 s; 100 for `sk_test_` keys).
-    /// `FRONTDESK_UPSTREAM__RATE_LIMIT_REQUESTS`.
+    /// Requests sent to Clerk in any window of `rate_limit_window_ms`, by the whole
+    /// fleet (every instance sharing the Redis prefix; this instance alone without
+    /// Redis). 0: Clerk's own limit for the key (1,000 per 10 s; 100 for `sk_test_`
+    /// keys). `FRONTDESK_UPSTREAM__RATE_LIMIT_REQUESTS`.
     pub rate_limit_requests: u32,
-    /// The governor's window, in milliseconds. `FRONTDESK_UPSTREAM__RATE_LIMIT_WINDOW_MS`.
+    /// The budget's sliding window, in milliseconds.
+    /// `FRONTDESK_UPSTREAM__RATE_LIMIT_WINDOW_MS`.
     pub rate_limit_window_ms: u64,
+    /// How long a caller waits for the budget (and a free connection) before it gets
+    /// 503 with `Retry-After`, in milliseconds. `FRONTDESK_UPSTREAM__QUEUE_TIMEOUT_MS`.
+    pub queue_timeout_ms: u64,
+    /// Instances in the fleet: while Redis is unreachable each instance keeps to
+    /// `rate_limit_requests ÷ expected_instances`. `FRONTDESK_UPSTREAM__EXPECTED_INSTANCES`.
+    pub expected_instances: u32,
+    /// Consecutive failures (5xx, time-outs, connection errors) that open an
+    /// endpoint's circuit; 0 disables the breakers. `FRONTDESK_UPSTREAM__BREAKER_FAILURES`.
+    pub breaker_failures: u32,
+    /// How long an open circuit refuses calls before one probe is let through, in
+    /// milliseconds. `FRONTDESK_UPSTREAM__BREAKER_COOLDOWN_MS`.
+    pub breaker_cooldown_ms: u64,
+    /// Retries allowed as a share of calls (0.1: one retry per ten calls, plus a
+    /// small reserve). `FRONTDESK_UPSTREAM__RETRY_BUDGET_RATIO`.
+    pub retry_budget_ratio: f64,
     /// Calls to Clerk in flight at once. `FRONTDESK_UPSTREAM__MAX_CONCURRENCY`.
     pub max_concurrency: usize,
     /// Time one call may take, in milliseconds. `FRONTDESK_UPSTREAM__TIMEOUT_MS`.
@@ -277,6 +298,7 @@ impl Default for Config {
             api_addr: SocketAddr::from(([127, 0, 0, 1], 8081)),
             database_url: Secret::new("sqlite://frontdesk.db"),
             database_max_connections: 16,
+            database_acquire_timeout_ms: 3_000,
             migrate_on_start: true,
             redis_url: None,
             redis_prefix: "frontdesk:".into(),
@@ -301,6 +323,11 @@ impl Default for Config {
             upstream: UpstreamConfig {
                 rate_limit_requests: 0,
                 rate_limit_window_ms: 10_000,
+                queue_timeout_ms: 30_000,
+                expected_instances: 1,
+                breaker_failures: 5,
+                breaker_cooldown_ms: 5_000,
+                retry_budget_ratio: 0.1,
                 max_concurrency: 64,
                 timeout_ms: 5_000,
                 max_retries: 2,
@@ -508,6 +535,18 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "cache.batch_max",
                 reason: "must be between 1 and 100 (Clerk's limit per list call)".into(),
+            });
+        }
+        if !(0.0..=1.0).contains(&self.upstream.retry_budget_ratio) {
+            return Err(ConfigError::Invalid {
+                key: "upstream.retry_budget_ratio",
+                reason: "must be between 0 and 1".into(),
+            });
+        }
+        if self.upstream.expected_instances == 0 {
+            return Err(ConfigError::Invalid {
+                key: "upstream.expected_instances",
+                reason: "must be at least 1".into(),
             });
         }
         if !(0.0..=1.0).contains(&self.cache.ttl_jitter) {

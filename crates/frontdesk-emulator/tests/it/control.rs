@@ -65,7 +65,7 @@ async fn stats_are_keyed_by_route_template_and_reset() {
             "GET /v1/jwks": 1,
             "GET {unmatched}": 1,
             "PUT /v1/users/count": 1,
-        }, "total": 8})
+        }, "total": 8, "max_in_window": 0, "rate_limited": 0})
     );
     // Control calls are not counted.
     assert_eq!(c.emu.stats().total, 8);
@@ -112,6 +112,12 @@ async fn rate_limit_answers_429_with_retry_after_and_reset_reopens() {
         c.emu.stats().get("GET /v1/users/count"),
         4,
         "429s are counted"
+    );
+    let stats = c.emu.stats();
+    assert_eq!(
+        (stats.rate_limited, stats.max_in_window),
+        (1, 4),
+        "{stats:?}"
     );
 
     c.emu.reset();

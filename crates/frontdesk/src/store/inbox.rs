@@ -14,7 +14,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::Store;
+use super::{Backend, Store};
 use crate::error::Result;
 
 /// Where a message is in its life.
@@ -167,8 +167,8 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<ClaimedMessage>> {
         let until = now_ms.saturating_add(lease_ms);
-        let rows: Vec<ClaimRow> = match self {
-            Store::Postgres(pool) => {
+        let rows: Vec<ClaimRow> = on_backend!(self, |backend| match backend {
+            Backend::Postgres(pool) => {
                 sqlx::query_as(CLAIM_PG)
                     .bind(until)
                     .bind(now_ms)
@@ -176,7 +176,7 @@ impl Store {
                     .fetch_all(pool)
                     .await?
             }
-            Store::Sqlite(pool) => {
+            Backend::Sqlite(pool) => {
                 sqlx::query_as(CLAIM_SQLITE)
                     .bind(until)
                     .bind(now_ms)
@@ -184,7 +184,7 @@ impl Store {
                     .fetch_all(pool)
                     .await?
             }
-        };
+        });
         Ok(rows
             .into_iter()
             .map(

@@ -1,21 +1,43 @@
 //! The durable store: Postgres in production, an SQLite file as the embedded default.
 //! A closed enum rather than `sqlx::Any`, so each backend keeps its own SQL dialect
 //! (`FOR UPDATE SKIP LOCKED`, `RETURNING`, JSONB) and its own migrations.
+//!
+//! Availability: once a statement fails because the Postgres server cannot be reached
+//! (a pool time-out, a connection error), the store is known down. Until a background
+//! probe (a fresh connection, every second) reaches it again, statements fail at once
+//! with `store_unavailable` instead of each waiting out the pool's acquire time-out.
 
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+
+/// Runs `body` with the store's backend, unless the store is known down (then it fails
+/// at once), and notes an outage when the body fails with one.
+macro_rules! on_backend {
+    ($store:expr, |$backend:ident| $body:expr) => {{
+        let store: &Store = $store;
+        let outcome = async {
+            let $backend = store.gate()?;
+            Ok::<_, $crate::error::Error>($body)
+        }
+        .await;
+        store.observe(outcome)?
+    }};
+}
 
 /// Runs the same statement on whichever pool the store has (each arm is typed for its
 /// own backend, so the body is written once and compiled twice).
 macro_rules! on_pool {
     ($store:expr, |$pool:ident| $body:expr) => {
-        match $store {
-            Store::Postgres($pool) => $body,
-            Store::Sqlite($pool) => $body,
-        }
+        on_backend!($store, |backend| match backend {
+            Backend::Postgres($pool) => $body,
+            Backend::Sqlite($pool) => $body,
+        })
     };
 }
 
@@ -31,30 +53,69 @@ use crate::error::{Error, Result};
 static PG_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
+/// The durable store: its backend's pool and what is known of its availability.
 #[derive(Debug, Clone)]
-pub enum Store {
+pub struct Store {
+    backend: Backend,
+    health: Arc<Health>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Backend {
     Postgres(PgPool),
     Sqlite(SqlitePool),
 }
 
+/// Availability of a Postgres store. (An SQLite file is local: its errors are
+/// answered one by one, never as an outage.)
+#[derive(Debug, Default)]
+struct Health {
+    /// Connection settings for the probe; `None` for SQLite.
+    probe: Option<PgConnectOptions>,
+    down: AtomicBool,
+    probing: AtomicBool,
+    closed: AtomicBool,
+    /// Statements refused at once because the store was known down.
+    refused: AtomicU64,
+}
+
 /// How long a request waits for a pooled connection before the store counts as down.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often a store known down is probed.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// Time limit of one probe.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl Store {
     /// Connects lazily-checked pools: the first connection is made here so a wrong URL
     /// fails at start-up with a clear message.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
+        Self::connect_with(url, max_connections, DEFAULT_ACQUIRE_TIMEOUT).await
+    }
+
+    /// [`Store::connect`] with the pool's acquire time-out.
+    pub async fn connect_with(
+        url: &str,
+        max_connections: u32,
+        acquire_timeout: Duration,
+    ) -> Result<Self> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let opts = PgConnectOptions::from_str(url)
                 .map_err(|e| anyhow::anyhow!("DATABASE_URL is not a valid Postgres URL: {e}"))?
                 .application_name("frontdesk");
             let pool = PgPoolOptions::new()
                 .max_connections(max_connections)
-                .acquire_timeout(ACQUIRE_TIMEOUT)
-                .connect_with(opts)
+                .acquire_timeout(acquire_timeout)
+                .connect_with(opts.clone())
                 .await
                 .map_err(Error::from)?;
-            Ok(Store::Postgres(pool))
+            Ok(Store {
+                backend: Backend::Postgres(pool),
+                health: Arc::new(Health {
+                    probe: Some(opts),
+                    ..Health::default()
+                }),
+            })
         } else {
             let opts = SqliteConnectOptions::from_str(url)
                 .map_err(|e| anyhow::anyhow!("DATABASE_URL is not a valid SQLite URL: {e}"))?
@@ -64,28 +125,102 @@ impl Store {
                 .foreign_keys(true);
             let pool = SqlitePoolOptions::new()
                 .max_connections(max_connections)
-                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .acquire_timeout(acquire_timeout)
                 .connect_with(opts)
                 .await
                 .map_err(Error::from)?;
-            Ok(Store::Sqlite(pool))
+            Ok(Store {
+                backend: Backend::Sqlite(pool),
+                health: Arc::new(Health::default()),
+            })
         }
     }
 
     pub fn kind(&self) -> &'static str {
-        match self {
-            Store::Postgres(_) => "postgres",
-            Store::Sqlite(_) => "sqlite",
+        match &self.backend {
+            Backend::Postgres(_) => "postgres",
+            Backend::Sqlite(_) => "sqlite",
         }
+    }
+
+    /// The pool, for statements outside this module (tests, tools). Statements run
+    /// through it bypass the fail-fast gate.
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// Whether the store is known down (statements are refused at once).
+    pub fn is_known_down(&self) -> bool {
+        self.health.down.load(Ordering::Relaxed)
+    }
+
+    /// Statements refused at once because the store was known down.
+    pub fn refused_while_down(&self) -> u64 {
+        self.health.refused.load(Ordering::Relaxed)
+    }
+
+    /// The backend, or `store_unavailable` at once while the store is known down.
+    fn gate(&self) -> Result<&Backend> {
+        if self.is_known_down() {
+            self.health.refused.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("frontdesk_store_refused_while_down_total").increment(1);
+            return Err(Error::StoreUnavailable(Arc::new(sqlx::Error::Io(
+                std::io::Error::new(
+                    std::io::ErrorKind::NotConnected,
+                    "the store is known down; a background probe is retrying",
+                ),
+            ))));
+        }
+        Ok(&self.backend)
+    }
+
+    /// Notes an outage shown by a statement's failure and starts the probe.
+    fn observe<T>(&self, outcome: Result<T>) -> Result<T> {
+        if let Err(Error::StoreUnavailable(_)) = &outcome {
+            self.mark_down();
+        }
+        outcome
+    }
+
+    fn mark_down(&self) {
+        let Some(opts) = self.health.probe.clone() else {
+            return;
+        };
+        if self.health.closed.load(Ordering::Relaxed) {
+            return;
+        }
+        if !self.health.down.swap(true, Ordering::Relaxed) {
+            tracing::warn!("store unreachable; refusing at once until a probe reaches it");
+            metrics::gauge!("frontdesk_store_up").set(0.0);
+        }
+        if self.health.probing.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let health = self.health.clone();
+        tokio::spawn(async move {
+            loop {
+                if health.closed.load(Ordering::Relaxed) {
+                    break;
+                }
+                if probe(&opts).await {
+                    health.down.store(false, Ordering::Relaxed);
+                    tracing::info!("store reachable again");
+                    metrics::gauge!("frontdesk_store_up").set(1.0);
+                    break;
+                }
+                tokio::time::sleep(PROBE_INTERVAL).await;
+            }
+            health.probing.store(false, Ordering::Relaxed);
+        });
     }
 
     /// Applies every pending migration of this backend. Returns how many were applied.
     pub async fn migrate(&self) -> Result<usize> {
         // Before the first migration the bookkeeping table does not exist: none applied.
         let applied_before = self.applied_migrations().await.map_or(0, |v| v.len());
-        let migrator = match self {
-            Store::Postgres(_) => &PG_MIGRATIONS,
-            Store::Sqlite(_) => &SQLITE_MIGRATIONS,
+        let migrator = match &self.backend {
+            Backend::Postgres(_) => &PG_MIGRATIONS,
+            Backend::Sqlite(_) => &SQLITE_MIGRATIONS,
         };
         let result = on_pool!(self, |pool| migrator.run(pool).await);
         result.map_err(|e| anyhow::anyhow!("migration failed: {e}"))?;
@@ -110,8 +245,26 @@ impl Store {
     }
 
     pub async fn close(&self) {
-        on_pool!(self, |pool| pool.close().await)
+        self.health.closed.store(true, Ordering::Relaxed);
+        match &self.backend {
+            Backend::Postgres(pool) => pool.close().await,
+            Backend::Sqlite(pool) => pool.close().await,
+        }
     }
+}
+
+/// One fresh connection and a round trip, outside the pool (whose acquire would wait
+/// out its own time-out).
+async fn probe(opts: &PgConnectOptions) -> bool {
+    let attempt = async {
+        let mut conn = PgConnection::connect_with(opts).await?;
+        sqlx::query("SELECT 1").execute(&mut conn).await?;
+        conn.close().await
+    };
+    matches!(
+        tokio::time::timeout(PROBE_TIMEOUT, attempt).await,
+        Ok(Ok(()))
+    )
 }
 
 /// Whether an error means "the store cannot be reached" (answer 503 and retry) rather

@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::Value;
 use sqlx::Row;
 
-use super::Store;
+use super::{Backend, Store};
 use crate::error::Result;
 
 /// The local mirror of a Clerk user.
@@ -150,20 +150,20 @@ impl Store {
                     p.created_at AS p_created_at, p.updated_at AS p_updated_at
              FROM users u LEFT JOIN profiles p ON p.user_id = u.id
              WHERE u.clerk_id = $1";
-        Ok(match self {
-            Store::Postgres(pool) => {
+        Ok(on_backend!(self, |backend| match backend {
+            Backend::Postgres(pool) => {
                 match sqlx::query(sql).bind(clerk_id).fetch_optional(pool).await? {
                     None => None,
                     Some(row) => Some((user_from(&row)?, profile_from(&row, "p_", pg_data)?)),
                 }
             }
-            Store::Sqlite(pool) => {
+            Backend::Sqlite(pool) => {
                 match sqlx::query(sql).bind(clerk_id).fetch_optional(pool).await? {
                     None => None,
                     Some(row) => Some((user_from(&row)?, profile_from(&row, "p_", sqlite_data)?)),
                 }
             }
-        })
+        }))
     }
 
     /// The user with this Clerk id.
@@ -179,22 +179,22 @@ impl Store {
 
     pub async fn profile_of(&self, user_id: i64) -> Result<Option<Profile>> {
         let sql = format!("SELECT {PROFILE_COLS} FROM profiles WHERE user_id = $1");
-        Ok(match self {
-            Store::Postgres(pool) => sqlx::query(&sql)
+        Ok(on_backend!(self, |backend| match backend {
+            Backend::Postgres(pool) => sqlx::query(&sql)
                 .bind(user_id)
                 .fetch_optional(pool)
                 .await?
                 .map(|r| profile_from(&r, "", pg_data))
                 .transpose()?
                 .flatten(),
-            Store::Sqlite(pool) => sqlx::query(&sql)
+            Backend::Sqlite(pool) => sqlx::query(&sql)
                 .bind(user_id)
                 .fetch_optional(pool)
                 .await?
                 .map(|r| profile_from(&r, "", sqlite_data))
                 .transpose()?
                 .flatten(),
-        })
+        }))
     }
 
     /// Creates or updates the local user from Clerk's data, unless the stored row is
@@ -323,20 +323,30 @@ impl Store {
     ) -> std::result::Result<bool, sqlx::Error> {
         let sql =
             "UPDATE profiles SET user_id = $1, updated_at = $2 WHERE id = $3 AND user_id IS NULL";
-        let n = on_pool!(self, |pool| sqlx::query(sql)
-            .bind(user_id)
-            .bind(now_ms)
-            .bind(profile_id)
-            .execute(pool)
-            .await?
-            .rows_affected());
+        // The caller tells a unique violation from other errors, so this statement
+        // keeps sqlx's error (and runs after gated statements of the same request).
+        macro_rules! run {
+            ($pool:expr) => {
+                sqlx::query(sql)
+                    .bind(user_id)
+                    .bind(now_ms)
+                    .bind(profile_id)
+                    .execute($pool)
+                    .await?
+                    .rows_affected()
+            };
+        }
+        let n = match self.backend() {
+            Backend::Postgres(pool) => run!(pool),
+            Backend::Sqlite(pool) => run!(pool),
+        };
         Ok(n == 1)
     }
 
     /// `INSERT … ON CONFLICT (user_id) DO NOTHING`: whether this call made the row.
     async fn insert_profile(&self, user: &LocalUser, data: &Value, now_ms: i64) -> Result<bool> {
-        let n = match self {
-            Store::Postgres(pool) => sqlx::query(
+        let n = on_backend!(self, |backend| match backend {
+            Backend::Postgres(pool) => sqlx::query(
                 "INSERT INTO profiles (user_id, email, display_name, data, created_at, updated_at)
                  VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (user_id) DO NOTHING",
             )
@@ -348,7 +358,7 @@ impl Store {
             .execute(pool)
             .await?
             .rows_affected(),
-            Store::Sqlite(pool) => sqlx::query(
+            Backend::Sqlite(pool) => sqlx::query(
                 "INSERT INTO profiles (user_id, email, display_name, data, created_at, updated_at)
                  VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (user_id) DO NOTHING",
             )
@@ -360,7 +370,7 @@ impl Store {
             .execute(pool)
             .await?
             .rows_affected(),
-        };
+        });
         Ok(n == 1)
     }
 
@@ -373,8 +383,8 @@ impl Store {
         now_ms: i64,
     ) -> Result<i64> {
         let sql = "INSERT INTO profiles (email, data, created_at, updated_at) VALUES ($1, $2, $3, $3) RETURNING id";
-        Ok(match self {
-            Store::Postgres(pool) => {
+        Ok(on_backend!(self, |backend| match backend {
+            Backend::Postgres(pool) => {
                 sqlx::query_scalar(sql)
                     .bind(email)
                     .bind(sqlx::types::Json(data))
@@ -382,7 +392,7 @@ impl Store {
                     .fetch_one(pool)
                     .await?
             }
-            Store::Sqlite(pool) => {
+            Backend::Sqlite(pool) => {
                 sqlx::query_scalar(sql)
                     .bind(email)
                     .bind(data.to_string())
@@ -390,6 +400,6 @@ impl Store {
                     .fetch_one(pool)
                     .await?
             }
-        })
+        }))
     }
 }

@@ -1,35 +1,44 @@
 //! The Clerk Backend API client. Every call Frontdesk makes to Clerk goes through one
 //! `ClerkClient`, so one place keeps the instance under Clerk's limits:
 //!
-//! - a rate governor shared by all callers (Clerk allows 1,000 requests per 10 s per
-//!   production instance, 100 per 10 s in development);
-//! - a `429` pauses that endpoint until `Retry-After` has passed: no request is sent to
-//!   it before then, callers get [`UpstreamError::RateLimited`] at once and can answer
-//!   from cache;
+//! - one budget for the fleet (`budget.rs`): at most `rate_limit_requests` calls in any
+//!   window of `rate_limit_window_ms`, counted in Redis across every instance (Clerk
+//!   allows 1,000 requests per 10 s per production instance, 100 in development).
+//!   Callers queue for it up to `queue_timeout_ms`, then get
+//!   [`UpstreamError::Busy`] (503 with `Retry-After`);
+//! - a `429` pauses that endpoint on every instance until `Retry-After` has passed: no
+//!   request is sent to it before then, callers get [`UpstreamError::RateLimited`] at
+//!   once and can answer from cache;
+//! - a circuit breaker per endpoint (`breaker.rs`): while Clerk keeps failing, calls
+//!   fail at once with [`UpstreamError::CircuitOpen`] and caches serve stale entries;
 //! - idempotent calls (GET) are retried on 5xx and transport failures with jittered
-//!   exponential backoff; writes are never retried (Clerk's writes are not idempotent);
+//!   exponential backoff, within a retry budget (a share of the calls); writes are
+//!   never retried (Clerk's writes are not idempotent);
 //! - bounded concurrency and a per-call timeout;
 //! - calls, errors by status, latency and governor waits counted per endpoint.
 
+mod breaker;
+mod budget;
 mod endpoint;
 
 use std::collections::HashMap;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use parking_lot::Mutex;
 use serde::Deserialize;
 use tokio::sync::Semaphore;
 
+pub use breaker::{Breakers, Pass, RetryBudget};
+pub use budget::{Admission, Budget, LocalWindow, Mode as BudgetMode, Ticket};
 pub use endpoint::Endpoint;
 
 use crate::clock::SharedClock;
 use crate::config::{Secret, UpstreamConfig};
+use crate::redis_link::RedisLink;
 
 /// One request to the Backend API, path relative to the API base (`/v1/...`).
 #[derive(Debug, Clone)]
@@ -78,6 +87,16 @@ pub enum UpstreamError {
     /// Clerk could not be reached, timed out, or kept answering 5xx.
     #[error("Clerk is unavailable ({0})")]
     Unavailable(String),
+    /// Clerk kept failing: the endpoint's circuit is open and nothing was sent.
+    #[error("Clerk is failing; {endpoint} is not called for {retry_after_ms} ms")]
+    CircuitOpen {
+        endpoint: &'static str,
+        retry_after_ms: u64,
+    },
+    /// The fleet's Clerk budget stayed spent past the queueing deadline; nothing was
+    /// sent.
+    #[error("the Clerk budget is spent; retry in {retry_after_ms} ms")]
+    Busy { retry_after_ms: u64 },
     /// Clerk answered with an unexpected status for a typed call.
     #[error("Clerk answered {status} to {endpoint}")]
     Status {
@@ -97,9 +116,9 @@ impl UpstreamError {
     /// Seconds a caller should wait before retrying, for `Retry-After`.
     pub fn retry_after_s(&self) -> u64 {
         match self {
-            UpstreamError::RateLimited { retry_after_ms, .. } => {
-                retry_after_ms.div_ceil(1000).max(1)
-            }
+            UpstreamError::RateLimited { retry_after_ms, .. }
+            | UpstreamError::CircuitOpen { retry_after_ms, .. }
+            | UpstreamError::Busy { retry_after_ms } => retry_after_ms.div_ceil(1000).max(1),
             _ => 1,
         }
     }
@@ -121,6 +140,13 @@ struct Counters {
     calls: [AtomicU64; Endpoint::COUNT],
     errors: [AtomicU64; Endpoint::COUNT],
     rate_limited: AtomicU64,
+    /// Calls refused at once by an open circuit.
+    short_circuited: AtomicU64,
+    /// Callers that gave up waiting for the budget.
+    budget_timeouts: AtomicU64,
+    /// Retries sent, and retries the retry budget refused.
+    retries: AtomicU64,
+    retries_refused: AtomicU64,
 }
 
 pub struct ClerkClient {
@@ -128,7 +154,9 @@ pub struct ClerkClient {
     base: String,
     secret: Secret,
     api_version: String,
-    governor: DefaultDirectRateLimiter,
+    budget: Budget,
+    breakers: Breakers,
+    retry_budget: RetryBudget,
     paused_until_ms: Mutex<HashMap<Endpoint, u64>>,
     concurrency: Semaphore,
     config: UpstreamConfig,
@@ -161,6 +189,7 @@ impl ClerkClient {
         api_version: &str,
         config: UpstreamConfig,
         clock: SharedClock,
+        redis: Option<Arc<RedisLink>>,
     ) -> crate::Result<Self> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_millis(config.timeout_ms))
@@ -173,17 +202,27 @@ impl ClerkClient {
             0 => default_rate_limit(secret.expose()),
             n => n,
         };
-        let burst = NonZeroU32::new(per_window).unwrap_or(NonZeroU32::MIN);
-        let period = Duration::from_millis(config.rate_limit_window_ms.max(1)) / burst.get();
-        let quota = Quota::with_period(period.max(Duration::from_nanos(1)))
-            .ok_or_else(|| anyhow::anyhow!("upstream rate limit period is zero"))?
-            .allow_burst(burst);
+        let budget = Budget::new(
+            per_window,
+            config.rate_limit_window_ms,
+            config.expected_instances,
+            redis,
+        );
+        // A probe that has not reported after two call time-outs has been abandoned.
+        let breakers = Breakers::new(
+            config.breaker_failures,
+            config.breaker_cooldown_ms,
+            config.timeout_ms.saturating_mul(2),
+            clock.clone(),
+        );
         Ok(Self {
             http,
             base: base_url.trim_end_matches('/').to_string(),
             secret,
             api_version: api_version.to_string(),
-            governor: RateLimiter::direct(quota),
+            budget,
+            breakers,
+            retry_budget: RetryBudget::new(config.retry_budget_ratio),
             paused_until_ms: Mutex::new(HashMap::new()),
             concurrency: Semaphore::new(config.max_concurrency.max(1)),
             config,
@@ -208,19 +247,44 @@ impl ClerkClient {
         } else {
             1
         };
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(self.config.queue_timeout_ms);
+        self.retry_budget.on_call();
         let mut attempt = 0;
         loop {
             attempt += 1;
             self.check_pause(endpoint)?;
-            let outcome = self.send_once(endpoint, &req).await;
-            let retry = match &outcome {
-                Ok(resp) => resp.status.is_server_error(),
-                Err(UpstreamError::Unavailable(_)) => true,
-                Err(_) => false,
+            if let Err(retry_after_ms) = self.breakers.check(endpoint) {
+                self.counters
+                    .short_circuited
+                    .fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("frontdesk_upstream_short_circuited_total", "endpoint" => endpoint.as_str()).increment(1);
+                return Err(UpstreamError::CircuitOpen {
+                    endpoint: endpoint.as_str(),
+                    retry_after_ms,
+                });
+            }
+            let outcome = self.send_once(endpoint, &req, deadline).await;
+            let failed = match &outcome {
+                Ok(resp) => Some(resp.status.is_server_error()),
+                Err(UpstreamError::Unavailable(_)) => Some(true),
+                // Not sent (paused, budget spent): says nothing about Clerk's health.
+                Err(_) => None,
             };
-            if !retry || attempt >= max_attempts {
+            if let Some(failed) = failed {
+                self.breakers.record(endpoint, !failed);
+            }
+            let retry = failed == Some(true);
+            if !retry || attempt >= max_attempts || self.breakers.is_open(endpoint) {
                 return outcome;
             }
+            if !self.retry_budget.try_retry() {
+                self.counters
+                    .retries_refused
+                    .fetch_add(1, Ordering::Relaxed);
+                return outcome;
+            }
+            self.counters.retries.fetch_add(1, Ordering::Relaxed);
             let backoff = self.backoff(attempt);
             tracing::debug!(
                 endpoint = endpoint.as_str(),
@@ -248,6 +312,58 @@ impl ClerkClient {
         }
     }
 
+    /// Remembers a pause here (the fleet-wide key is Redis's).
+    fn note_pause(&self, endpoint: Endpoint, ms: u64) {
+        let until = self.clock.now_ms().saturating_add(ms);
+        let mut paused = self.paused_until_ms.lock();
+        let slot = paused.entry(endpoint).or_insert(0);
+        *slot = (*slot).max(until);
+    }
+
+    /// Whether a call to `endpoint` now would not be sent at once (circuit open,
+    /// paused, or the budget spent as last seen): a caller holding a usable stale
+    /// answer serves it instead of queueing.
+    pub fn would_wait(&self, endpoint: Endpoint) -> bool {
+        let paused = self
+            .paused_until_ms
+            .lock()
+            .get(&endpoint)
+            .is_some_and(|until| *until > self.clock.now_ms());
+        paused || self.breakers.is_open(endpoint) || self.budget.is_spent()
+    }
+
+    /// The budget and the breakers, for `/v1/stats`.
+    pub fn health(&self) -> serde_json::Value {
+        let breakers: serde_json::Map<String, serde_json::Value> = Endpoint::ALL
+            .iter()
+            .map(|e| (e.as_str().to_string(), self.breakers.state(*e).into()))
+            .filter(|(_, s)| s != "closed")
+            .collect();
+        serde_json::json!({
+            "budget": {
+                "mode": self.budget.mode().as_str(),
+                "limit": self.budget.limit(),
+                "window_ms": self.budget.window_ms(),
+                "local_share": self.budget.local_limit(),
+                "local_grants": self.budget.local_grants(),
+                "timeouts": self.counters.budget_timeouts.load(Ordering::Relaxed),
+            },
+            "breakers_not_closed": breakers,
+            "short_circuited": self.counters.short_circuited.load(Ordering::Relaxed),
+            "retries": self.counters.retries.load(Ordering::Relaxed),
+            "retries_refused": self.counters.retries_refused.load(Ordering::Relaxed),
+        })
+    }
+
+    /// `closed`, `open` or `half_open`.
+    pub fn breaker_state(&self, endpoint: Endpoint) -> &'static str {
+        self.breakers.state(endpoint)
+    }
+
+    pub fn budget_mode(&self) -> BudgetMode {
+        self.budget.mode()
+    }
+
     /// Jittered exponential backoff: base × 2^(attempt-1), capped, then a random
     /// point in its upper half so retries from many callers spread out.
     fn backoff(&self, attempt: u32) -> Duration {
@@ -260,22 +376,68 @@ impl ClerkClient {
         Duration::from_millis(jittered)
     }
 
+    /// Waits for a share of the fleet's budget until `deadline`; the caller already
+    /// holds a concurrency permit, so the call is sent right after admission.
+    async fn acquire_budget(
+        &self,
+        endpoint: Endpoint,
+        deadline: tokio::time::Instant,
+    ) -> Result<Ticket, UpstreamError> {
+        loop {
+            match self.budget.try_acquire(endpoint).await {
+                Admission::Granted(ticket) => return Ok(ticket),
+                Admission::Paused(ms) => {
+                    self.note_pause(endpoint, ms);
+                    self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+                    return Err(UpstreamError::RateLimited {
+                        endpoint: endpoint.as_str(),
+                        retry_after_ms: ms,
+                    });
+                }
+                Admission::Wait(ms) => {
+                    let now = tokio::time::Instant::now();
+                    let wake = now + Duration::from_millis(ms);
+                    if wake > deadline {
+                        self.counters
+                            .budget_timeouts
+                            .fetch_add(1, Ordering::Relaxed);
+                        metrics::counter!("frontdesk_upstream_budget_timeouts_total", "endpoint" => endpoint.as_str()).increment(1);
+                        return Err(UpstreamError::Busy { retry_after_ms: ms });
+                    }
+                    // A little spread so the queue does not ask all at once.
+                    let spread = rand::random_range(0..=(ms / 8).clamp(1, 50));
+                    tokio::time::sleep_until(wake + Duration::from_millis(spread)).await;
+                }
+            }
+        }
+    }
+
     async fn send_once(
         &self,
         endpoint: Endpoint,
         req: &UpstreamRequest,
+        deadline: tokio::time::Instant,
     ) -> Result<UpstreamResponse, UpstreamError> {
-        let _permit = self
-            .concurrency
-            .acquire()
-            .await
-            .map_err(|_| UpstreamError::Unavailable("client closed".into()))?;
         let waited = Instant::now();
-        self.governor.until_ready().await;
+        let _permit = match tokio::time::timeout_at(deadline, self.concurrency.acquire()).await {
+            Ok(p) => p.map_err(|_| UpstreamError::Unavailable("client closed".into()))?,
+            Err(_) => {
+                self.counters
+                    .budget_timeouts
+                    .fetch_add(1, Ordering::Relaxed);
+                return Err(UpstreamError::Busy {
+                    retry_after_ms: 1000,
+                });
+            }
+        };
+        let ticket = self.acquire_budget(endpoint, deadline).await?;
         metrics::histogram!("frontdesk_upstream_governor_wait_seconds", "endpoint" => endpoint.as_str())
             .record(waited.elapsed().as_secs_f64());
         // Waiting may have outlasted a pause set meanwhile by another caller's 429.
-        self.check_pause(endpoint)?;
+        if let Err(e) = self.check_pause(endpoint) {
+            self.budget.complete(ticket).await;
+            return Err(e);
+        }
 
         let url = format!("{}{}", self.base, req.path_and_query);
         let mut builder = self
@@ -299,6 +461,9 @@ impl ClerkClient {
         self.counters.calls[idx].fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let result = builder.send().await;
+        // Clerk has the request by now (or never will): its place in the budget
+        // starts here.
+        self.budget.complete(ticket).await;
         let elapsed = started.elapsed().as_secs_f64();
         metrics::histogram!("frontdesk_upstream_request_duration_seconds", "endpoint" => endpoint.as_str())
             .record(elapsed);
@@ -344,11 +509,9 @@ impl ClerkClient {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|s| s.trim().parse::<u64>().ok())
                 .unwrap_or(1);
-            let until = self.clock.now_ms() + secs * 1000;
-            let mut paused = self.paused_until_ms.lock();
-            let slot = paused.entry(endpoint).or_insert(0);
-            *slot = (*slot).max(until);
-            drop(paused);
+            let ms = secs.saturating_mul(1000);
+            self.note_pause(endpoint, ms);
+            self.budget.pause_fleet(endpoint, ms).await;
             tracing::warn!(
                 endpoint = endpoint.as_str(),
                 retry_after_s = secs,
@@ -464,7 +627,7 @@ fn retry_after_ms(headers: &HeaderMap) -> u64 {
         .and_then(|v| v.to_str().ok())
         .and_then(|s| s.trim().parse::<u64>().ok())
         .unwrap_or(1)
-        * 1000
+        .saturating_mul(1000)
 }
 
 fn path_of(path_and_query: &str) -> &str {
@@ -511,6 +674,7 @@ pub fn split_user_array(body: &[u8]) -> Result<Vec<(String, Bytes)>, String> {
 pub fn from_config(
     config: &crate::Config,
     clock: SharedClock,
+    redis: Option<Arc<RedisLink>>,
 ) -> crate::Result<Option<Arc<ClerkClient>>> {
     let Some(secret) = config.clerk.secret_key.clone() else {
         return Ok(None);
@@ -521,5 +685,6 @@ pub fn from_config(
         &config.clerk.api_version,
         config.upstream.clone(),
         clock,
+        redis,
     )?)))
 }

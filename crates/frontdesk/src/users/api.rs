@@ -225,6 +225,7 @@ async fn stats(State(state): State<AppState>) -> Json<Value> {
         json!({
             "calls": c.total_calls(),
             "refused_while_paused": c.refused_while_paused(),
+            "health": c.health(),
             "by_endpoint": by_endpoint,
         })
     });

@@ -18,7 +18,7 @@ use crate::clock::SharedClock;
 use crate::config::CacheConfig;
 use crate::generations::Generations;
 use crate::redis_link::RedisLink;
-use crate::upstream::{ClerkClient, UpstreamError};
+use crate::upstream::{ClerkClient, Endpoint, UpstreamError};
 
 /// A Clerk user as cached: Clerk's JSON byte for byte (what the proxy answers) and the
 /// few fields Frontdesk reads itself.
@@ -177,6 +177,8 @@ struct Inner {
     bus: Arc<Bus>,
     batcher: mpsc::UnboundedSender<BatchItem>,
     inflight: Mutex<HashMap<String, Shared<BoxFuture<'static, LoadResult>>>>,
+    /// Asked whether a load would wait (circuit open, paused, budget spent).
+    client: Arc<ClerkClient>,
     /// Bumped per user by every invalidation; a load that started before one does
     /// not write its (possibly older) answer into the caches.
     generations: Generations,
@@ -208,7 +210,7 @@ impl UserCache {
             .build();
         let batch_stats = Arc::new(BatchStats::default());
         let batcher = batcher::spawn(
-            client,
+            client.clone(),
             batcher::BatchTiming {
                 window: Duration::from_millis(config.batch_window_ms),
                 max_wait: Duration::from_millis(config.batch_max_wait_ms),
@@ -217,6 +219,7 @@ impl UserCache {
             batch_stats.clone(),
         );
         Self(Arc::new(Inner {
+            client,
             l1,
             redis,
             bus,
@@ -252,6 +255,15 @@ impl UserCache {
         }
         inner.counters.l1_misses.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("frontdesk_user_cache_misses_total", "tier" => "l1").increment(1);
+        if let Some(e) = &cached
+            && now < e.fresh_until_ms + inner.config.stale_if_error_ms
+            && inner.client.would_wait(Endpoint::ListUsers)
+        {
+            // Clerk is failing, paused or out of budget: the cache answers now rather
+            // than queueing; one refresh runs behind it.
+            drop(self.load(id));
+            return Ok(self.stale(e));
+        }
         match self.load(id).await {
             Ok((entry, source)) => Ok(Lookup {
                 user: entry.user,

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use frontdesk::store::{Store, UserUpsert};
+use frontdesk::store::{Backend, Store, UserUpsert};
 use frontdesk_emulator::{Emulator, MintSession, RunningEmulator};
 use serde_json::{Value, json};
 
@@ -62,9 +62,9 @@ async fn me(app: &TestApp, token: &str) -> (u16, Value) {
 
 async fn count(store: &Store, table: &str) -> i64 {
     let sql = format!("SELECT count(*) FROM {table}");
-    match store {
-        Store::Postgres(p) => sqlx::query_scalar(&sql).fetch_one(p).await.unwrap(),
-        Store::Sqlite(p) => sqlx::query_scalar(&sql).fetch_one(p).await.unwrap(),
+    match store.backend() {
+        Backend::Postgres(p) => sqlx::query_scalar(&sql).fetch_one(p).await.unwrap(),
+        Backend::Sqlite(p) => sqlx::query_scalar(&sql).fetch_one(p).await.unwrap(),
     }
 }
 
@@ -205,14 +205,14 @@ async fn linking_by_email(kind: &str) {
         new_id != a && new_id != b,
         "ambiguous matches are left alone"
     );
-    let unlinked: i64 = match store {
-        Store::Postgres(p) => {
+    let unlinked: i64 = match store.backend() {
+        Backend::Postgres(p) => {
             sqlx::query_scalar("SELECT count(*) FROM profiles WHERE user_id IS NULL")
                 .fetch_one(p)
                 .await
                 .unwrap()
         }
-        Store::Sqlite(p) => {
+        Backend::Sqlite(p) => {
             sqlx::query_scalar("SELECT count(*) FROM profiles WHERE user_id IS NULL")
                 .fetch_one(p)
                 .await

@@ -9,6 +9,7 @@
 
 mod support;
 
+mod availability;
 mod binary;
 mod config;
 mod context;
@@ -16,5 +17,6 @@ mod fleet;
 mod migrations;
 mod ops;
 mod tokens;
+mod upstream;
 mod users;
 mod webhooks;

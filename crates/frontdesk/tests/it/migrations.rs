@@ -1,6 +1,6 @@
 //! Schema migrations on both stores.
 
-use frontdesk::store::Store;
+use frontdesk::store::{Backend, Store};
 
 use crate::support;
 
@@ -20,7 +20,7 @@ async fn postgres_migrations_apply_once_and_enforce_one_profile_per_user() {
     let store = Store::connect(&db, 2).await.unwrap();
     assert_eq!(store.kind(), "postgres");
     check_schema(&store).await;
-    let Store::Postgres(pool) = &store else {
+    let Backend::Postgres(pool) = store.backend() else {
         unreachable!()
     };
     let user_id: i64 = sqlx::query_scalar(
@@ -58,7 +58,7 @@ async fn sqlite_migrations_apply_once_and_enforce_one_profile_per_user() {
     let store = Store::connect(&support::sqlite_url(&dir), 2).await.unwrap();
     assert_eq!(store.kind(), "sqlite");
     check_schema(&store).await;
-    let Store::Sqlite(pool) = &store else {
+    let Backend::Sqlite(pool) = store.backend() else {
         unreachable!()
     };
     let user_id: i64 = sqlx::query_scalar(
