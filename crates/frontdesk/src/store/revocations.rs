@@ -2,7 +2,7 @@
 //! restart) refuses them: the webhook effect writes here first, the verifier's
 //! in-process set is loaded from here at start and kept fresh by the bus.
 
-use super::Store;
+use super::{Backend, Store};
 use crate::error::Result;
 
 impl Store {
@@ -22,11 +22,11 @@ impl Store {
                    ON CONFLICT (sid) DO UPDATE SET until_ms = CASE
                        WHEN excluded.until_ms > session_revocations.until_ms THEN excluded.until_ms
                        ELSE session_revocations.until_ms END";
-        let fence_sql = match self {
-            Store::Postgres(_) => {
+        let fence_sql = match self.backend() {
+            Backend::Postgres(_) => {
                 "SELECT claim FROM webhook_inbox WHERE id = $1 AND claim = $2 AND state = 'pending' FOR UPDATE"
             }
-            Store::Sqlite(_) => {
+            Backend::Sqlite(_) => {
                 "SELECT claim FROM webhook_inbox WHERE id = $1 AND claim = $2 AND state = 'pending'"
             }
         };
