@@ -1,6 +1,8 @@
-//! Dev mode: with no Clerk secret key, `serve` starts the Clerk emulator in-process on
-//! its own loopback port, points the Clerk settings at it, and prints how to try the
-//! service — so a fresh clone runs with one command and no accounts.
+//! Dev mode: `serve --dev` (or `FRONTDESK_DEV=true`) starts the Clerk emulator
+//! in-process on its own loopback port, points the Clerk settings at it, and prints how
+//! to try the service — so a fresh clone runs with one command and no accounts. It is
+//! never implied by a missing key (the emulator mints valid tokens), and only exists in
+//! builds with the `emulator` feature.
 
 use std::net::SocketAddr;
 
@@ -62,7 +64,7 @@ impl DevEmulator {
         let token = &self.demo_token;
         let clerk = &self.running.url;
         format!(
-            "\nFrontdesk is ready (dev mode: no CLERK_SECRET_KEY, so an embedded Clerk emulator stands in).\n\
+            "\nFrontdesk is ready in dev mode (--dev): an embedded Clerk emulator stands in for Clerk. Never use it in production.\n\
              \n  edge   http://{edge}   public: /_frontdesk/*\
              \n  api    http://{api}   internal: /clerk/v1/*, /v1/*, /readyz, /metrics\
              \n  clerk  {clerk}   emulator with {users} demo users\

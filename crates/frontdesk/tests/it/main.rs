@@ -9,6 +9,7 @@
 
 mod support;
 
+mod api_auth;
 mod binary;
 mod config;
 mod context;
