@@ -367,7 +367,7 @@ async fn start_dev(config: &mut Config) -> anyhow::Result<Option<Dev>> {
     #[cfg(not(feature = "emulator"))]
     {
         anyhow::bail!(
-            "--dev needs the embedded Clerk emulator, and this build has none (built without the `emulator` feature): set CLERK_SECRET_KEY or CLERK_JWT_KEY, or use a default build"
+            "--dev needs the embedded Clerk emulator, but this build has no emulator (built without the `emulator` feature): set CLERK_SECRET_KEY or CLERK_JWT_KEY, or use a default build"
         )
     }
 }
