@@ -117,6 +117,7 @@ pub fn seed(store: &mut Store, users: usize) {
             value: format!("{}.{}.{i}@example.com", slugify(first), slugify(last)),
             strategy: "email_code",
             verified: true,
+            reserved: false,
             created_at,
             updated_at: created_at,
         };
@@ -126,6 +127,7 @@ pub fn seed(store: &mut Store, users: usize) {
                 value: format!("+1555{i:07}"),
                 strategy: "phone_code",
                 verified: true,
+                reserved: false,
                 created_at,
                 updated_at: created_at,
             }]

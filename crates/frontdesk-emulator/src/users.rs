@@ -28,6 +28,8 @@ pub struct Ident {
     /// Whether the owner proved it is theirs. Clerk only marks an identifier verified
     /// after a code, a link, an OAuth provider, or an admin saying so.
     pub verified: bool,
+    /// Created `reserved` through the Backend API: unverified, but locked to this user.
+    pub reserved: bool,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -110,7 +112,7 @@ impl Ident {
             "id": self.id,
             "object": "email_address",
             "email_address": self.value,
-            "reserved": false,
+            "reserved": self.reserved,
             "verification": verification(self.strategy, self.verified, self.created_at),
             "linked_to": [],
             "matches_sso_connection": false,
@@ -628,6 +630,18 @@ impl Store {
     pub fn create_user(&mut self, body: &[u8], now_ms: i64) -> Result<User, ApiError> {
         let m = body_object(body)?;
         let emails = string_list(&m, "email_address")?;
+        // Parallel to `email_address`: `verified` (the default) or `reserved`
+        // (unverified, but locked to this user).
+        let statuses = string_list(&m, "email_address_identification_status")?;
+        if !statuses.is_empty()
+            && (statuses.len() != emails.len()
+                || statuses.iter().any(|s| s != "verified" && s != "reserved"))
+        {
+            return Err(ApiError::invalid_param(
+                "email_address_identification_status",
+                "one of verified or reserved per email address",
+            ));
+        }
         let phones = string_list(&m, "phone_number")?;
         for (i, e) in emails.iter().enumerate() {
             if !e.contains('@') {
@@ -660,13 +674,18 @@ impl Store {
         let id = self.next_id("user");
         let emails: Vec<Ident> = emails
             .into_iter()
-            .map(|value| Ident {
-                id: self.next_id("idn"),
-                value,
-                strategy: "admin",
-                verified: true,
-                created_at: at,
-                updated_at: at,
+            .enumerate()
+            .map(|(i, value)| {
+                let reserved = statuses.get(i).is_some_and(|s| s == "reserved");
+                Ident {
+                    id: self.next_id("idn"),
+                    value,
+                    strategy: if reserved { "email_code" } else { "admin" },
+                    verified: !reserved,
+                    reserved,
+                    created_at: at,
+                    updated_at: at,
+                }
             })
             .collect();
         let phones: Vec<Ident> = phones
@@ -676,6 +695,7 @@ impl Store {
                 value,
                 strategy: "admin",
                 verified: true,
+                reserved: false,
                 created_at: at,
                 updated_at: at,
             })
@@ -875,6 +895,7 @@ impl Store {
             value: email,
             strategy: if verified { "admin" } else { "email_code" },
             verified,
+            reserved: false,
             created_at: at,
             updated_at: at,
         };

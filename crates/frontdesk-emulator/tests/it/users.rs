@@ -463,3 +463,39 @@ async fn create_email_address_can_be_unverified_and_primary() {
         .await;
     assert_eq!(s, 422);
 }
+
+#[tokio::test]
+async fn create_user_can_reserve_an_unverified_email() {
+    let c = start(1).await;
+    let (s, u) = c
+        .send(
+            Method::POST,
+            "/v1/users",
+            json!({
+                "email_address": ["claimed@example.com", "mine@example.com"],
+                "email_address_identification_status": ["reserved", "verified"],
+            }),
+        )
+        .await;
+    assert_eq!(s, 200, "{u}");
+    let primary = &u["email_addresses"][0];
+    assert_eq!(u["primary_email_address_id"], primary["id"]);
+    assert_eq!(primary["email_address"], "claimed@example.com");
+    assert_eq!(primary["reserved"], true);
+    assert_eq!(primary["verification"]["status"], "unverified");
+    assert_eq!(
+        u["email_addresses"][1]["verification"]["status"],
+        "verified"
+    );
+    let (s, body) = c
+        .send(
+            Method::POST,
+            "/v1/users",
+            json!({
+                "email_address": ["x@example.com"],
+                "email_address_identification_status": ["verified", "reserved"],
+            }),
+        )
+        .await;
+    assert_eq!(s, 422, "{body}");
+}

@@ -565,6 +565,31 @@ async fn unverified_email(kind: &str) {
     );
     assert_eq!(body["user"]["role"], "admin", "and its override applies");
 
+    // A user created in Clerk with the address reserved (unverified) links nothing.
+    let claimed = format!("claimed.{}@example.com", support::unique());
+    let waiting_claimed = store
+        .create_unlinked_profile(&claimed, &json!({"plan": "pro"}), 1)
+        .await
+        .unwrap();
+    let created: Value = app
+        .http
+        .post(format!("{}/v1/users", running.url))
+        .bearer_auth(emu.secret_key())
+        .json(&json!({
+            "email_address": [claimed],
+            "email_address_identification_status": ["reserved"],
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let carol = created["id"].as_str().unwrap().to_string();
+    let (s, body) = me(&app, &token(&emu, &carol)).await;
+    assert_eq!(s, 200, "{body}");
+    assert_ne!(body["profile"]["id"], waiting_claimed);
+
     let still_waiting: i64 = match store {
         Store::Postgres(p) => {
             sqlx::query_scalar("SELECT count(*) FROM profiles WHERE id = $1 AND user_id IS NULL")
