@@ -8,7 +8,8 @@
 //!
 //! Backend API (bearer = secret key; Clerk's `ClerkErrors` on failure):
 //! `GET|POST /v1/users`, `GET /v1/users/count`, `GET|PATCH|DELETE /v1/users/{user_id}`,
-//! `PATCH|PUT /v1/users/{user_id}/metadata`, `GET /v1/users/{user_id}/organization_memberships`,
+//! `PATCH|PUT /v1/users/{user_id}/metadata`, `POST /v1/email_addresses` (verified or not),
+//! `GET /v1/users/{user_id}/organization_memberships`,
 //! `GET /v1/organizations`, `GET /v1/organizations/{id_or_slug}`,
 //! `GET /v1/organizations/{id_or_slug}/memberships`, `GET /v1/jwks`.
 //!

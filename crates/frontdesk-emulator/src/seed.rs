@@ -116,6 +116,8 @@ pub fn seed(store: &mut Store, users: usize) {
             id: ids::make("idn", &format!("seed-idn:{i}:email")),
             value: format!("{}.{}.{i}@example.com", slugify(first), slugify(last)),
             strategy: "email_code",
+            verified: true,
+            reserved: false,
             created_at,
             updated_at: created_at,
         };
@@ -124,6 +126,8 @@ pub fn seed(store: &mut Store, users: usize) {
                 id: ids::make("idn", &format!("seed-idn:{i}:phone")),
                 value: format!("+1555{i:07}"),
                 strategy: "phone_code",
+                verified: true,
+                reserved: false,
                 created_at,
                 updated_at: created_at,
             }]

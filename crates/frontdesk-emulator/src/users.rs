@@ -25,6 +25,11 @@ pub struct Ident {
     /// `email_code`/`phone_code` for identifiers verified by the user, `admin` for ones
     /// created through the Backend API.
     pub strategy: &'static str,
+    /// Whether the owner proved it is theirs. Clerk only marks an identifier verified
+    /// after a code, a link, an OAuth provider, or an admin saying so.
+    pub verified: bool,
+    /// Created `reserved` through the Backend API: unverified, but locked to this user.
+    pub reserved: bool,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -68,7 +73,18 @@ pub fn default_image_url(instance_id: &str, user_id: &str) -> String {
     )
 }
 
-fn verification(strategy: &str, created_at: i64) -> Value {
+fn verification(strategy: &str, verified: bool, created_at: i64) -> Value {
+    if !verified {
+        // A code was (or could be) sent; nobody entered it yet.
+        return json!({
+            "object": "verification_otp",
+            "status": "unverified",
+            "strategy": strategy,
+            "attempts": null,
+            "expire_at": created_at + 600_000,
+            "verified_at_client": null,
+        });
+    }
     if strategy == "admin" {
         json!({
             "object": "verification_admin",
@@ -96,8 +112,8 @@ impl Ident {
             "id": self.id,
             "object": "email_address",
             "email_address": self.value,
-            "reserved": false,
-            "verification": verification(self.strategy, self.created_at),
+            "reserved": self.reserved,
+            "verification": verification(self.strategy, self.verified, self.created_at),
             "linked_to": [],
             "matches_sso_connection": false,
             "created_at": self.created_at,
@@ -113,7 +129,7 @@ impl Ident {
             "reserved_for_second_factor": false,
             "default_second_factor": false,
             "reserved": false,
-            "verification": verification(self.strategy, self.created_at),
+            "verification": verification(self.strategy, self.verified, self.created_at),
             "linked_to": [],
             "backup_codes": null,
             "created_at": self.created_at,
@@ -614,6 +630,18 @@ impl Store {
     pub fn create_user(&mut self, body: &[u8], now_ms: i64) -> Result<User, ApiError> {
         let m = body_object(body)?;
         let emails = string_list(&m, "email_address")?;
+        // Parallel to `email_address`: `verified` (the default) or `reserved`
+        // (unverified, but locked to this user).
+        let statuses = string_list(&m, "email_address_identification_status")?;
+        if !statuses.is_empty()
+            && (statuses.len() != emails.len()
+                || statuses.iter().any(|s| s != "verified" && s != "reserved"))
+        {
+            return Err(ApiError::invalid_param(
+                "email_address_identification_status",
+                "one of verified or reserved per email address",
+            ));
+        }
         let phones = string_list(&m, "phone_number")?;
         for (i, e) in emails.iter().enumerate() {
             if !e.contains('@') {
@@ -646,12 +674,18 @@ impl Store {
         let id = self.next_id("user");
         let emails: Vec<Ident> = emails
             .into_iter()
-            .map(|value| Ident {
-                id: self.next_id("idn"),
-                value,
-                strategy: "admin",
-                created_at: at,
-                updated_at: at,
+            .enumerate()
+            .map(|(i, value)| {
+                let reserved = statuses.get(i).is_some_and(|s| s == "reserved");
+                Ident {
+                    id: self.next_id("idn"),
+                    value,
+                    strategy: if reserved { "email_code" } else { "admin" },
+                    verified: !reserved,
+                    reserved,
+                    created_at: at,
+                    updated_at: at,
+                }
             })
             .collect();
         let phones: Vec<Ident> = phones
@@ -660,6 +694,8 @@ impl Store {
                 id: self.next_id("idn"),
                 value,
                 strategy: "admin",
+                verified: true,
+                reserved: false,
                 created_at: at,
                 updated_at: at,
             })
@@ -818,6 +854,64 @@ impl Store {
         Ok(u.clone())
     }
 
+    /// `POST /v1/email_addresses`: a new address for a user, verified only when the
+    /// body says `"verified": true`, primary when `"primary": true` or it is the first.
+    /// Returns the address and the user as they now are.
+    pub fn create_email_address(
+        &mut self,
+        body: &[u8],
+        now_ms: i64,
+    ) -> Result<(Value, User), ApiError> {
+        let m = body_object(body)?;
+        let user_id = opt_string(&m, "user_id")?
+            .flatten()
+            .ok_or_else(|| ApiError::invalid_param("user_id", "`user_id` is required"))?;
+        let email = opt_string(&m, "email_address")?.flatten().ok_or_else(|| {
+            ApiError::invalid_param("email_address", "`email_address` is required")
+        })?;
+        if !email.contains('@') {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "form_param_format_invalid",
+                "is invalid",
+                "email_address must be a valid email address.",
+            )
+            .with_param("email_address"));
+        }
+        if !self.users.contains_key(&user_id) {
+            return Err(ApiError::not_found());
+        }
+        if self.email_taken(&email, None) {
+            return Err(ApiError::identifier_exists(
+                "email_address",
+                "email address",
+            ));
+        }
+        let verified = opt_bool(&m, "verified")?.unwrap_or(false);
+        let primary = opt_bool(&m, "primary")?.unwrap_or(false);
+        let at = self.stamp(now_ms);
+        let ident = Ident {
+            id: self.next_id("idn"),
+            value: email,
+            strategy: if verified { "admin" } else { "email_code" },
+            verified,
+            reserved: false,
+            created_at: at,
+            updated_at: at,
+        };
+        let u = self
+            .users
+            .get_mut(&user_id)
+            .ok_or_else(ApiError::not_found)?;
+        if primary || u.emails.is_empty() {
+            u.primary_email_id = Some(ident.id.clone());
+        }
+        let json = ident.email_json();
+        u.emails.push(ident);
+        u.touch(at);
+        Ok((json, u.clone()))
+    }
+
     /// `DELETE /v1/users/{id}`; memberships go with the user.
     pub fn delete_user(&mut self, id: &str) -> Result<User, ApiError> {
         let u = self.users.remove(id).ok_or_else(ApiError::not_found)?;
@@ -868,6 +962,31 @@ impl Emulator {
         Ok(user)
     }
 
+    /// Same logic as `POST /v1/email_addresses` (fires `user.updated`): adds an address
+    /// to a user, verified or not, primary or not. Returns Clerk's `EmailAddress`.
+    pub fn add_email_address(
+        &self,
+        user_id: &str,
+        email: &str,
+        verified: bool,
+        primary: bool,
+    ) -> Result<Value, crate::Error> {
+        let body = json!({
+            "user_id": user_id,
+            "email_address": email,
+            "verified": verified,
+            "primary": primary,
+        });
+        Ok(self.create_email_address_bytes(body.to_string().as_bytes())?)
+    }
+
+    fn create_email_address_bytes(&self, body: &[u8]) -> Result<Value, ApiError> {
+        let now = self.now_ms();
+        let (email, user) = self.inner.store.write().create_email_address(body, now)?;
+        self.emit(webhooks::USER_UPDATED, user.to_json());
+        Ok(email)
+    }
+
     fn delete_user_inner(&self, id: &str) -> Result<Value, ApiError> {
         let deleted = self.inner.store.write().delete_user(id)?.deleted_json();
         self.emit(webhooks::USER_DELETED, deleted.clone());
@@ -890,6 +1009,14 @@ pub fn router() -> Router<Emulator> {
             "/v1/users/{user_id}/metadata",
             axum::routing::patch(merge_metadata).put(replace_metadata),
         )
+        .route(
+            "/v1/email_addresses",
+            axum::routing::post(create_email_address),
+        )
+}
+
+async fn create_email_address(State(emu): State<Emulator>, body: Bytes) -> ApiResult {
+    Ok(Json(emu.create_email_address_bytes(&body)?))
 }
 
 type ApiResult = Result<Json<Value>, ApiError>;

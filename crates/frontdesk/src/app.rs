@@ -286,6 +286,10 @@ impl App {
             self.state.clone(),
             workers_stop.clone(),
         ));
+        tokio::spawn(webhooks::run_retention(
+            self.state.clone(),
+            background.clone(),
+        ));
         let edge = axum::serve(listeners.edge, edge_router)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned());
         let api = axum::serve(listeners.api, api_router)
@@ -340,9 +344,18 @@ impl App {
 /// Layers shared by both listeners, outermost last: body limit, observation (request
 /// id, span, access log, metrics), and a JSON 404 for unknown paths.
 fn finish(router: Router<AppState>, listener: &'static str, state: &AppState) -> Router {
-    router
+    let router = router
         .route_layer(middleware::from_fn(remember_route))
-        .fallback(not_found)
+        .fallback(not_found);
+    // The api listener's optional bearer (FRONTDESK_API_TOKEN), unknown paths included.
+    let router = match listener {
+        "api" => router.layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::api_auth::require_token,
+        )),
+        _ => router,
+    };
+    router
         .layer(RequestBodyLimitLayer::new(state.config.max_body_bytes))
         .layer(middleware::from_fn({
             let access_log = state.config.access_log;

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::{App, Listeners};
 use crate::config::Config;
+#[cfg(feature = "emulator")]
 use crate::devmode;
 use crate::store::Store;
 use crate::telemetry;
@@ -35,13 +36,16 @@ pub struct Cli {
 pub enum Command {
     /// Run the service: the edge listener (public) and the api listener (internal).
     ///
-    /// Without CLERK_SECRET_KEY it starts in dev mode: an embedded Clerk emulator with
-    /// seeded users, the SQLite file of DATABASE_URL and no Redis, and prints a demo
-    /// session token and commands to try.
+    /// Needs Clerk credentials (CLERK_SECRET_KEY, or CLERK_JWT_KEY to verify tokens
+    /// only); without them it refuses to start. `--dev` (or FRONTDESK_DEV=true) starts
+    /// dev mode instead: an embedded Clerk emulator with seeded users, the SQLite file
+    /// of DATABASE_URL and no Redis, and prints a demo session token and commands to
+    /// try.
     Serve(ServeArgs),
     /// Run the Clerk emulator on its own: the Backend API subset Frontdesk uses, JWKS,
     /// session tokens minted for a user, signed webhooks, and knobs for latency,
     /// errors and rate limits. For tests, benchmarks and local development.
+    #[cfg(feature = "emulator")]
     Emulator(frontdesk_emulator::cli::EmulatorArgs),
     /// Apply the store's schema migrations (Postgres or SQLite, from DATABASE_URL) and
     /// exit.
@@ -83,6 +87,13 @@ pub enum WebhooksCommand {
         #[arg(long)]
         state: Option<String>,
     },
+    /// Delete every message in a state: `dead` (kept until replayed or purged) or
+    /// `done` (purged after `webhooks.retention_ms` anyway).
+    Purge {
+        /// dead or done.
+        #[arg(long)]
+        state: String,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -103,6 +114,10 @@ pub struct ServeArgs {
     /// Do not apply migrations at start (run `frontdesk migrate` separately).
     #[arg(long)]
     pub no_migrate: bool,
+    /// Dev mode: an embedded Clerk emulator stands in for Clerk (never in production).
+    /// Also FRONTDESK_DEV=true. Refused when CLERK_SECRET_KEY or CLERK_JWT_KEY is set.
+    #[arg(long)]
+    pub dev: bool,
 }
 
 /// Entry point of the binary.
@@ -128,6 +143,7 @@ pub fn main() -> ExitCode {
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    #[cfg(feature = "emulator")]
     if let Command::Emulator(args) = cli.command {
         telemetry::init_logging(crate::config::LogFormat::Pretty, "info");
         return frontdesk_emulator::cli::run(args)
@@ -143,6 +159,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => {
             if args.no_migrate {
                 config.migrate_on_start = false;
+            }
+            if args.dev {
+                config.dev.enabled = true;
             }
             serve(config).await
         }
@@ -163,20 +182,43 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 .api
                 .clone()
                 .unwrap_or_else(|| format!("http://{}", config.api_addr));
-            warm(&api, &args).await
+            warm(&api, &args, api_client(&config)?).await
         }
         Command::Webhooks(args) => {
             let api = args
                 .api
                 .clone()
                 .unwrap_or_else(|| format!("http://{}", config.api_addr));
-            webhooks_command(api.trim_end_matches('/'), &args.command).await
+            webhooks_command(
+                api.trim_end_matches('/'),
+                &args.command,
+                api_client(&config)?,
+            )
+            .await
         }
+        #[cfg(feature = "emulator")]
         Command::Emulator(_) => Ok(()),
     }
 }
 
-async fn warm(api: &str, args: &WarmArgs) -> anyhow::Result<()> {
+/// An HTTP client for the instance's api listener: it sends `FRONTDESK_API_TOKEN` as
+/// the bearer when one is configured.
+fn api_client(config: &Config) -> anyhow::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = &config.api_token {
+        let mut value =
+            reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+                .map_err(|_| anyhow::anyhow!("api_token: not a valid HTTP header value"))?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot build the HTTP client: {e}"))
+}
+
+async fn warm(api: &str, args: &WarmArgs, http: reqwest::Client) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&args.ids_file)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", args.ids_file.display()))?;
     let ids: Vec<&str> = text
@@ -192,7 +234,6 @@ async fn warm(api: &str, args: &WarmArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
         .progress_chars("=> "),
     );
-    let http = reqwest::Client::new();
     let url = format!("{}/v1/users/warm", api.trim_end_matches('/'));
     let (mut found, mut not_found, mut failed) = (0u64, 0u64, 0u64);
     for chunk in ids.chunks(args.chunk.clamp(1, 10_000)) {
@@ -225,8 +266,11 @@ async fn warm(api: &str, args: &WarmArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn webhooks_command(api: &str, cmd: &WebhooksCommand) -> anyhow::Result<()> {
-    let http = reqwest::Client::new();
+async fn webhooks_command(
+    api: &str,
+    cmd: &WebhooksCommand,
+    http: reqwest::Client,
+) -> anyhow::Result<()> {
     let request = match cmd {
         WebhooksCommand::List { state, limit } => {
             let mut query = vec![("limit", limit.to_string())];
@@ -242,6 +286,9 @@ async fn webhooks_command(api: &str, cmd: &WebhooksCommand) -> anyhow::Result<()
         WebhooksCommand::Replay { state, .. } => http
             .post(format!("{api}/v1/webhooks/replay"))
             .query(&[("state", state.clone().unwrap_or_default())]),
+        WebhooksCommand::Purge { state } => http
+            .post(format!("{api}/v1/webhooks/purge"))
+            .query(&[("state", state.as_str())]),
     };
     let resp = request
         .send()
@@ -281,16 +328,52 @@ async fn webhooks_command(api: &str, cmd: &WebhooksCommand) -> anyhow::Result<()
                 body["replayed"].as_u64().unwrap_or(0)
             );
         }
+        WebhooksCommand::Purge { state } => {
+            println!(
+                "{} {state} message(s) purged",
+                body["purged"].as_u64().unwrap_or(0)
+            );
+        }
     }
     Ok(())
 }
 
+/// Dev mode's running emulator; a build without the emulator has none to hold.
+#[cfg(feature = "emulator")]
+type Dev = devmode::DevEmulator;
+#[cfg(not(feature = "emulator"))]
+type Dev = std::convert::Infallible;
+
+/// Dev mode is explicit: only `--dev`/`FRONTDESK_DEV` starts the emulator, never a
+/// missing key, and it refuses real credentials rather than silently replacing them.
+async fn start_dev(config: &mut Config) -> anyhow::Result<Option<Dev>> {
+    if !config.dev.enabled {
+        if !config.has_clerk_credentials() {
+            anyhow::bail!(
+                "no Clerk credentials: set CLERK_SECRET_KEY (or CLERK_JWT_KEY), or run `frontdesk serve --dev` for a local Clerk emulator"
+            );
+        }
+        return Ok(None);
+    }
+    if config.has_clerk_credentials() {
+        anyhow::bail!(
+            "--dev (FRONTDESK_DEV) runs an embedded Clerk emulator and cannot be combined with CLERK_SECRET_KEY or CLERK_JWT_KEY: unset them, or drop --dev"
+        );
+    }
+    #[cfg(feature = "emulator")]
+    {
+        Ok(Some(devmode::start(config).await?))
+    }
+    #[cfg(not(feature = "emulator"))]
+    {
+        anyhow::bail!(
+            "--dev needs the embedded Clerk emulator, but this build has no emulator (built without the `emulator` feature): set CLERK_SECRET_KEY or CLERK_JWT_KEY, or use a default build"
+        )
+    }
+}
+
 async fn serve(mut config: Config) -> anyhow::Result<()> {
-    let dev = if config.clerk.secret_key.is_none() {
-        Some(devmode::start(&mut config).await?)
-    } else {
-        None
-    };
+    let dev = start_dev(&mut config).await?;
     let listeners = Listeners::bind(&config).await?;
     let edge = listeners.edge.local_addr()?;
     let api = listeners.api.local_addr()?;
@@ -299,12 +382,16 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
     tokio::spawn(wait_for_signal(shutdown.clone()));
     tracing::info!(edge = %edge, api = %api, store = app.state().store.kind(), "frontdesk ready");
     match &dev {
+        #[cfg(feature = "emulator")]
         Some(dev) => say(&dev.banner(edge, api, app.state())),
+        #[cfg(not(feature = "emulator"))]
+        Some(never) => match *never {},
         None => say(&format!(
             "frontdesk ready: edge http://{edge}  api http://{api}"
         )),
     }
     let result = app.serve(listeners, shutdown).await;
+    #[cfg(feature = "emulator")]
     if let Some(dev) = dev {
         dev.stop().await;
     }

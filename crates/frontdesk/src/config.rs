@@ -98,9 +98,14 @@ pub struct Config {
     /// Largest request body accepted on either listener, in bytes.
     /// `FRONTDESK_MAX_BODY_BYTES`.
     pub max_body_bytes: usize,
+    /// Bearer token every api-listener route but `/readyz` and `/metrics` requires
+    /// (`/clerk/v1/*` requires the Clerk secret key instead). Defence in depth: keep the
+    /// api listener on loopback or a private network too. Unset: no token.
+    /// `FRONTDESK_API_TOKEN`.
+    pub api_token: Option<Secret>,
     /// Clerk settings; environment names are Clerk's own.
     pub clerk: ClerkConfig,
-    /// The embedded Clerk emulator used by `serve` when no secret key is configured.
+    /// Dev mode: the embedded Clerk emulator `serve --dev` starts.
     pub dev: DevConfig,
     /// How Frontdesk talks to Clerk's Backend API.
     pub upstream: UpstreamConfig,
@@ -145,6 +150,13 @@ pub struct WebhooksConfig {
     /// Messages applied per second by this instance; 0: no limit.
     /// `FRONTDESK_WEBHOOKS__RATE_PER_S`.
     pub rate_per_s: u32,
+    /// How long a processed (`done`) message's payload (a whole Clerk user: personal
+    /// data) is kept, in ms; then it is purged. Dead letters are kept until replayed or
+    /// purged explicitly. `FRONTDESK_WEBHOOKS__RETENTION_MS`.
+    pub retention_ms: u64,
+    /// How often the purge of expired `done` messages runs, in ms.
+    /// `FRONTDESK_WEBHOOKS__PURGE_INTERVAL_MS`.
+    pub purge_interval_ms: u64,
 }
 
 /// Request context and first-login provisioning.
@@ -249,8 +261,8 @@ pub struct CacheConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ClerkConfig {
-    /// Backend API secret key (`sk_live_…`/`sk_test_…`). `CLERK_SECRET_KEY`. Unset:
-    /// `serve` starts the embedded emulator.
+    /// Backend API secret key (`sk_live_…`/`sk_test_…`). `CLERK_SECRET_KEY`. `serve`
+    /// needs it or `jwt_key` (or `--dev`).
     pub secret_key: Option<Secret>,
     /// Base URL of Clerk's Backend API. `CLERK_API_URL`.
     pub api_url: String,
@@ -270,6 +282,9 @@ pub struct ClerkConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DevConfig {
+    /// Dev mode: `serve` starts an embedded Clerk emulator (never implied by a missing
+    /// key; refused when Clerk credentials are set). `FRONTDESK_DEV` or `serve --dev`.
+    pub enabled: bool,
     /// Seeded users in the embedded emulator. `FRONTDESK_DEV__USERS`.
     pub users: usize,
     /// Where the embedded emulator listens (loopback; port 0 picks a free one).
@@ -316,7 +331,9 @@ impl Default for Config {
                 webhook_signing_secret: None,
                 authorized_parties: Vec::new(),
             },
+            api_token: None,
             dev: DevConfig {
+                enabled: false,
                 users: 25,
                 emulator_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             },
@@ -367,6 +384,8 @@ impl Default for Config {
                 poll_interval_ms: 1_000,
                 lease_ms: 60_000,
                 rate_per_s: 0,
+                retention_ms: 7 * 24 * 60 * 60 * 1000,
+                purge_interval_ms: 60_000,
             },
         }
     }
@@ -385,6 +404,7 @@ const PLAIN_ENV: &[(&str, &str)] = &[
     ("CLERK_AUTHORIZED_PARTIES", "clerk.authorized_parties"),
     ("DATABASE_URL", "database_url"),
     ("REDIS_URL", "redis_url"),
+    ("FRONTDESK_DEV", "dev.enabled"),
 ];
 
 /// Keys whose environment value is a comma-separated list.
@@ -456,6 +476,7 @@ impl Config {
                 Value::serialize(&json).map_err(|e| ConfigError::Parse(format!("{name}: {e}")))?
             } else if key == "database_url"
                 || key.ends_with("secret")
+                || key.ends_with("_token")
                 || key.ends_with("_key")
                 || key.ends_with("_url")
             {
@@ -568,10 +589,26 @@ impl Config {
             });
         }
         let w = &self.webhooks;
-        if w.max_attempts == 0 || w.poll_interval_ms == 0 || w.lease_ms == 0 {
+        if w.max_attempts == 0
+            || w.poll_interval_ms == 0
+            || w.lease_ms == 0
+            || w.purge_interval_ms == 0
+        {
             return Err(ConfigError::Invalid {
                 key: "webhooks",
-                reason: "max_attempts, poll_interval_ms and lease_ms must be at least 1".into(),
+                reason:
+                    "max_attempts, poll_interval_ms, lease_ms and purge_interval_ms must be at least 1"
+                        .into(),
+            });
+        }
+        if self
+            .api_token
+            .as_ref()
+            .is_some_and(|t| t.expose().trim().is_empty())
+        {
+            return Err(ConfigError::Invalid {
+                key: "api_token",
+                reason: "must not be empty (unset it for no token)".into(),
             });
         }
         if w.backoff_max_ms < w.backoff_base_ms {
@@ -587,6 +624,12 @@ impl Config {
             });
         }
         Ok(())
+    }
+
+    /// Whether real Clerk credentials are configured: the secret key (Backend API and
+    /// JWKS) or a PEM key (networkless verification only).
+    pub fn has_clerk_credentials(&self) -> bool {
+        self.clerk.secret_key.is_some() || self.clerk.jwt_key.is_some()
     }
 
     /// The Clerk API base with any trailing slash removed.

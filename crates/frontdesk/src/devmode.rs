@@ -1,6 +1,8 @@
-//! Dev mode: with no Clerk secret key, `serve` starts the Clerk emulator in-process on
-//! its own loopback port, points the Clerk settings at it, and prints how to try the
-//! service — so a fresh clone runs with one command and no accounts.
+//! Dev mode: `serve --dev` (or `FRONTDESK_DEV=true`) starts the Clerk emulator
+//! in-process on its own loopback port, points the Clerk settings at it, and prints how
+//! to try the service — so a fresh clone runs with one command and no accounts. It is
+//! never implied by a missing key (the emulator mints valid tokens), and only exists in
+//! builds with the `emulator` feature.
 
 use std::net::SocketAddr;
 
@@ -61,8 +63,14 @@ impl DevEmulator {
     pub fn banner(&self, edge: SocketAddr, api: SocketAddr, state: &AppState) -> String {
         let token = &self.demo_token;
         let clerk = &self.running.url;
+        // The api token is a secret: name the variable, never print the value.
+        let auth = if state.config.api_token.is_some() {
+            " -H \"Authorization: Bearer $FRONTDESK_API_TOKEN\""
+        } else {
+            ""
+        };
         format!(
-            "\nFrontdesk is ready (dev mode: no CLERK_SECRET_KEY, so an embedded Clerk emulator stands in).\n\
+            "\nFrontdesk is ready in dev mode (--dev): an embedded Clerk emulator stands in for Clerk. Never use it in production.\n\
              \n  edge   http://{edge}   public: /_frontdesk/*\
              \n  api    http://{api}   internal: /clerk/v1/*, /v1/*, /readyz, /metrics\
              \n  clerk  {clerk}   emulator with {users} demo users\
@@ -72,8 +80,8 @@ impl DevEmulator {
              \n  TOKEN={token}\
              \n  curl -s -H \"Authorization: Bearer $TOKEN\" http://{edge}/_frontdesk/me\
              \n  curl -s -H 'Authorization: Bearer {secret}' http://{api}/clerk/v1/users/{user}   # the Backend API proxy\
-             \n  curl -s http://{api}/v1/users/{user}?fields=minimal\
-             \n  curl -s http://{api}/v1/stats\
+             \n  curl -s{auth} http://{api}/v1/users/{user}?fields=minimal\
+             \n  curl -s{auth} http://{api}/v1/stats\
              \n  curl -s http://{api}/readyz\
              \n  curl -s -X POST {clerk}/__emulator/sessions -d '{{\"user_id\":\"{user}\"}}'   # a fresh token\n",
             users = state.config.dev.users,

@@ -2,12 +2,14 @@
 //! data in Postgres. `run` starts the whole service on listeners bound by the caller,
 //! so the binary and the tests start it the same way.
 
+pub mod api_auth;
 pub mod app;
 pub mod bus;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod context;
+#[cfg(feature = "emulator")]
 pub mod devmode;
 pub mod error;
 pub mod events;

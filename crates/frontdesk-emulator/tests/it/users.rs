@@ -398,3 +398,104 @@ async fn create_update_metadata_delete_lifecycle() {
     let (_, n) = c.get("/v1/users/count").await;
     assert_eq!(n["total_count"], 3);
 }
+
+#[tokio::test]
+async fn create_email_address_can_be_unverified_and_primary() {
+    let c = start(3).await;
+    let id = Emulator::seed_user_id(1);
+    let (s, e) = c
+        .send(
+            Method::POST,
+            "/v1/email_addresses",
+            serde_json::json!({"user_id": id, "email_address": "someone.else@example.com", "primary": true}),
+        )
+        .await;
+    assert_eq!(s, 200, "{e}");
+    assert_eq!(e["object"], "email_address");
+    assert_eq!(e["verification"]["object"], "verification_otp");
+    assert_eq!(
+        e["verification"]["status"], "unverified",
+        "verified defaults to false"
+    );
+    let (_, u) = c.get(&format!("/v1/users/{id}")).await;
+    assert_eq!(u["object"], "user");
+    assert_eq!(u["primary_email_address_id"], e["id"]);
+    assert_eq!(u["email_addresses"].as_array().unwrap().len(), 2);
+    let (s, e) = c
+        .send(
+            Method::POST,
+            "/v1/email_addresses",
+            serde_json::json!({"user_id": id, "email_address": "own@example.com", "verified": true}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(e["verification"]["status"], "verified");
+    let (_, after) = c.get(&format!("/v1/users/{id}")).await;
+    assert_eq!(
+        after["primary_email_address_id"], u["primary_email_address_id"],
+        "not primary unless asked"
+    );
+    // Taken, unknown user, not an address.
+    let (s, body) = c
+        .send(
+            Method::POST,
+            "/v1/email_addresses",
+            serde_json::json!({"user_id": Emulator::seed_user_id(2), "email_address": "own@example.com"}),
+        )
+        .await;
+    assert_eq!(s, 422, "{body}");
+    clerk_error(&body, "form_identifier_exists");
+    let (s, body) = c
+        .send(
+            Method::POST,
+            "/v1/email_addresses",
+            serde_json::json!({"user_id": "user_nope", "email_address": "x@example.com"}),
+        )
+        .await;
+    assert_eq!(s, 404);
+    clerk_error(&body, "resource_not_found");
+    let (s, _) = c
+        .send(
+            Method::POST,
+            "/v1/email_addresses",
+            serde_json::json!({"user_id": id, "email_address": "nope"}),
+        )
+        .await;
+    assert_eq!(s, 422);
+}
+
+#[tokio::test]
+async fn create_user_can_reserve_an_unverified_email() {
+    let c = start(1).await;
+    let (s, u) = c
+        .send(
+            Method::POST,
+            "/v1/users",
+            json!({
+                "email_address": ["claimed@example.com", "mine@example.com"],
+                "email_address_identification_status": ["reserved", "verified"],
+            }),
+        )
+        .await;
+    assert_eq!(s, 200, "{u}");
+    let primary = &u["email_addresses"][0];
+    assert_eq!(u["primary_email_address_id"], primary["id"]);
+    assert_eq!(primary["email_address"], "claimed@example.com");
+    assert_eq!(primary["reserved"], true);
+    assert_eq!(primary["verification"]["status"], "unverified");
+    assert_eq!(
+        u["email_addresses"][1]["verification"]["status"],
+        "verified"
+    );
+    let (s, body) = c
+        .send(
+            Method::POST,
+            "/v1/users",
+            json!({
+                "email_address": ["x@example.com"],
+                "email_address_identification_status": ["verified", "reserved"],
+            }),
+        )
+        .await;
+    assert_eq!(s, 422, "{body}");
+}

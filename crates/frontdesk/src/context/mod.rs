@@ -296,6 +296,18 @@ impl ContextService {
                     "profile_created"
                 );
             }
+            Ensured::CreatedUnverifiedEmail => {
+                tracing::warn!(
+                    user_id = clerk_id,
+                    decision = "profile_link",
+                    "profile_link_unverified_email"
+                );
+                tracing::info!(
+                    user_id = clerk_id,
+                    profile_id = profile.id,
+                    "profile_created"
+                );
+            }
             Ensured::Existing => {}
         }
         let outcome = match ensured {
@@ -303,6 +315,7 @@ impl ContextService {
             Ensured::Created => "created",
             Ensured::LinkedByEmail => "linked_by_email",
             Ensured::CreatedAmbiguous => "created_ambiguous",
+            Ensured::CreatedUnverifiedEmail => "created_unverified_email",
         };
         metrics::counter!("frontdesk_provisioning_total", "outcome" => outcome).increment(1);
         metrics::histogram!("frontdesk_provisioning_duration_seconds")

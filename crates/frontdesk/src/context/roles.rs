@@ -6,6 +6,7 @@ use crate::users::CachedUser;
 
 /// The role: a configured override (by Clerk id, then email) wins; else Clerk's
 /// `public_metadata.role` when it is one of the configured roles; else the default.
+/// `email` must be one Clerk marks verified (see [`upsert_from_clerk`]).
 pub fn role_of(
     clerk_id: &str,
     email: Option<&str>,
@@ -39,17 +40,34 @@ pub fn upsert_from_clerk(user: &CachedUser, config: &ContextConfig) -> UserUpser
         (_, Some(l)) if !l.is_empty() => Some(l.to_string()),
         _ => s.username.clone(),
     };
+    // Decisions by email only from an address Clerk has verified: anyone can sign up
+    // with someone else's address.
+    let verified_email = s
+        .primary_email
+        .as_deref()
+        .filter(|_| s.primary_email_verified);
+    if let Some(email) = s
+        .primary_email
+        .as_deref()
+        .filter(|_| verified_email.is_none())
+        && config
+            .role_overrides
+            .keys()
+            .any(|k| k.eq_ignore_ascii_case(email))
+    {
+        tracing::warn!(
+            user_id = %s.id,
+            decision = "role_override",
+            "profile_link_unverified_email"
+        );
+    }
     UserUpsert {
         clerk_id: s.id.clone(),
         email: s.primary_email.clone(),
         name,
         image_url: s.image_url.clone(),
-        role: role_of(
-            &s.id,
-            s.primary_email.as_deref(),
-            &s.public_metadata,
-            config,
-        ),
+        role: role_of(&s.id, verified_email, &s.public_metadata, config),
         clerk_updated_at: s.updated_at,
+        email_verified: s.primary_email_verified,
     }
 }

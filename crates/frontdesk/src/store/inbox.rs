@@ -323,6 +323,29 @@ impl Store {
             .rows_affected()))
     }
 
+    /// Deletes processed (`done`) messages applied before `cutoff_ms`: their payloads
+    /// are whole Clerk users (personal data), kept only for the retention period.
+    /// Returns how many.
+    pub async fn inbox_purge_done_before(&self, cutoff_ms: i64) -> Result<u64> {
+        let sql = "DELETE FROM webhook_inbox WHERE state = 'done' AND done_at < $1";
+        Ok(on_pool!(self, |pool| sqlx::query(sql)
+            .bind(cutoff_ms)
+            .execute(pool)
+            .await?
+            .rows_affected()))
+    }
+
+    /// Deletes every message of `state` (an operator's explicit purge). Returns how
+    /// many.
+    pub async fn inbox_purge_state(&self, state: InboxState) -> Result<u64> {
+        let sql = "DELETE FROM webhook_inbox WHERE state = $1";
+        Ok(on_pool!(self, |pool| sqlx::query(sql)
+            .bind(state.as_str())
+            .execute(pool)
+            .await?
+            .rows_affected()))
+    }
+
     /// Queue depth, dead letters and the oldest pending message.
     pub async fn inbox_stats(&self) -> Result<InboxStats> {
         let sql = "SELECT

@@ -23,6 +23,10 @@ pub struct LocalUser {
     pub created_at: i64,
     pub updated_at: i64,
     pub deleted_at: Option<i64>,
+    /// Clerk marks the primary email verified; only then is it used for decisions
+    /// (profile linking, role overrides by email).
+    #[serde(default)]
+    pub email_verified: bool,
 }
 
 /// The app's profile row.
@@ -47,6 +51,8 @@ pub struct UserUpsert {
     pub role: String,
     /// Clerk's `updated_at`: an older version never overwrites a newer one.
     pub clerk_updated_at: i64,
+    /// Whether Clerk marks `email` verified (`verification.status == "verified"`).
+    pub email_verified: bool,
 }
 
 /// How `ensure_profile` found the profile.
@@ -58,15 +64,22 @@ pub enum Ensured {
     LinkedByEmail,
     /// Several unlinked profiles had the user's email: none was linked, a new one made.
     CreatedAmbiguous,
+    /// An unlinked profile had the user's email, but Clerk does not mark that email
+    /// verified: it was not linked (anyone can type someone else's address), a new one
+    /// was made.
+    CreatedUnverifiedEmail,
 }
 
 impl Ensured {
     pub fn created(self) -> bool {
-        matches!(self, Ensured::Created | Ensured::CreatedAmbiguous)
+        matches!(
+            self,
+            Ensured::Created | Ensured::CreatedAmbiguous | Ensured::CreatedUnverifiedEmail
+        )
     }
 }
 
-const USER_COLS: &str = "id, clerk_id, email, name, image_url, role, clerk_updated_at, created_at, updated_at, deleted_at";
+const USER_COLS: &str = "id, clerk_id, email, name, image_url, role, clerk_updated_at, created_at, updated_at, deleted_at, email_verified";
 const PROFILE_COLS: &str = "id, user_id, email, display_name, data, created_at, updated_at";
 
 fn user_from<R: Row>(row: &R) -> std::result::Result<LocalUser, sqlx::Error>
@@ -76,6 +89,7 @@ where
     for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
     for<'a> Option<String>: sqlx::Decode<'a, R::Database>,
     for<'a> Option<i64>: sqlx::Decode<'a, R::Database>,
+    for<'a> bool: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
 {
     Ok(LocalUser {
         id: row.try_get("id")?,
@@ -88,6 +102,7 @@ where
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         deleted_at: row.try_get("deleted_at")?,
+        email_verified: row.try_get("email_verified")?,
     })
 }
 
@@ -144,7 +159,7 @@ impl Store {
     ) -> Result<Option<(LocalUser, Option<Profile>)>> {
         let sql =
             "SELECT u.id, u.clerk_id, u.email, u.name, u.image_url, u.role, u.clerk_updated_at,
-                    u.created_at, u.updated_at, u.deleted_at,
+                    u.created_at, u.updated_at, u.deleted_at, u.email_verified,
                     p.id AS p_id, p.user_id AS p_user_id, p.email AS p_email,
                     p.display_name AS p_display_name, p.data AS p_data,
                     p.created_at AS p_created_at, p.updated_at AS p_updated_at
@@ -198,15 +213,19 @@ impl Store {
     }
 
     /// Creates or updates the local user from Clerk's data, unless the stored row is
-    /// newer (`clerk_updated_at`); returns the row as it now is.
+    /// newer (`clerk_updated_at`) or deleted; returns the row as it now is.
+    ///
+    /// Deletion is final: Clerk never reuses a user id, so no update or create, however
+    /// late its `updated_at`, brings a deleted (or tombstoned) user back.
     pub async fn upsert_user(&self, u: &UserUpsert, now_ms: i64) -> Result<LocalUser> {
-        let sql = "INSERT INTO users (clerk_id, email, name, image_url, role, clerk_updated_at, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
+        let sql = "INSERT INTO users (clerk_id, email, name, image_url, role, clerk_updated_at, created_at, updated_at, email_verified)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8)
              ON CONFLICT (clerk_id) DO UPDATE SET
                  email = excluded.email, name = excluded.name, image_url = excluded.image_url,
                  role = excluded.role, clerk_updated_at = excluded.clerk_updated_at,
-                 updated_at = excluded.updated_at, deleted_at = NULL
-             WHERE users.clerk_updated_at <= excluded.clerk_updated_at";
+                 updated_at = excluded.updated_at, email_verified = excluded.email_verified
+             WHERE users.clerk_updated_at <= excluded.clerk_updated_at
+               AND users.deleted_at IS NULL";
         macro_rules! run {
             ($pool:expr) => {
                 sqlx::query(sql)
@@ -217,6 +236,7 @@ impl Store {
                     .bind(&u.role)
                     .bind(u.clerk_updated_at)
                     .bind(now_ms)
+                    .bind(u.email_verified)
                     .execute($pool)
                     .await?
                     .rows_affected()
@@ -228,12 +248,14 @@ impl Store {
             .ok_or_else(|| anyhow::anyhow!("user row missing right after its upsert").into())
     }
 
-    /// Marks the user deleted (keeping the row and its profile for the app), unless
-    /// the stored row is newer than `clerk_updated_at`. Returns whether a row changed.
+    /// Marks the user deleted (keeping the row and its profile for the app), whatever
+    /// the timestamps: a Clerk user id is never reused, so a deletion wins over every
+    /// update, earlier or later. Returns whether a row changed (false when it was
+    /// deleted already).
     ///
     /// A user never seen before gets a tombstone row: deliveries are unordered, and a
     /// `user.created` that arrives after the `user.deleted` must not bring the user
-    /// back (its older `clerk_updated_at` loses to the tombstone's).
+    /// back ([`Store::upsert_user`] never touches a deleted row).
     pub async fn soft_delete_user(
         &self,
         clerk_id: &str,
@@ -244,9 +266,8 @@ impl Store {
             "INSERT INTO users (clerk_id, clerk_updated_at, created_at, updated_at, deleted_at)
                    VALUES ($3, $2, $1, $1, $1)
                    ON CONFLICT (clerk_id) DO UPDATE SET
-                       deleted_at = excluded.deleted_at, updated_at = excluded.updated_at,
-                       clerk_updated_at = excluded.clerk_updated_at
-                   WHERE users.clerk_updated_at <= excluded.clerk_updated_at";
+                       deleted_at = excluded.deleted_at, updated_at = excluded.updated_at
+                   WHERE users.deleted_at IS NULL";
         let n = on_pool!(self, |pool| sqlx::query(sql)
             .bind(now_ms)
             .bind(clerk_updated_at)
@@ -258,7 +279,8 @@ impl Store {
     }
 
     /// Makes sure `user` has a profile: its own if it has one; else the one unlinked
-    /// profile with its email (linked now); else a new one with `defaults`. Safe under
+    /// profile with its email (linked now, and only when Clerk marks that email
+    /// verified); else a new one with `defaults`. Safe under
     /// any number of concurrent callers: they all return the same row.
     pub async fn ensure_profile(
         &self,
@@ -270,23 +292,29 @@ impl Store {
             return Ok((p, Ensured::Existing));
         }
         let mut ambiguous = false;
+        let mut unverified = false;
         if let Some(email) = user.email.as_deref().filter(|e| !e.is_empty()) {
             let candidates = self.unlinked_profiles_by_email(email).await?;
-            match candidates.as_slice() {
-                [one] => match self.link_profile(*one, user.id, now_ms).await {
-                    Ok(true) => {
-                        if let Some(p) = self.profile_of(user.id).await? {
-                            return Ok((p, Ensured::LinkedByEmail));
+            if !user.email_verified {
+                // Only Clerk's verification proves the address is the user's own.
+                unverified = !candidates.is_empty();
+            } else {
+                match candidates.as_slice() {
+                    [one] => match self.link_profile(*one, user.id, now_ms).await {
+                        Ok(true) => {
+                            if let Some(p) = self.profile_of(user.id).await? {
+                                return Ok((p, Ensured::LinkedByEmail));
+                            }
                         }
-                    }
-                    // Someone else linked it or made this user's profile meanwhile:
-                    // fall through to the converging insert-then-read.
-                    Ok(false) => {}
-                    Err(e) if is_unique_violation(&e) => {}
-                    Err(e) => return Err(e.into()),
-                },
-                [] => {}
-                _ => ambiguous = true,
+                        // Someone else linked it or made this user's profile meanwhile:
+                        // fall through to the converging insert-then-read.
+                        Ok(false) => {}
+                        Err(e) if is_unique_violation(&e) => {}
+                        Err(e) => return Err(e.into()),
+                    },
+                    [] => {}
+                    _ => ambiguous = true,
+                }
             }
         }
         let data = if defaults.is_object() {
@@ -299,10 +327,11 @@ impl Store {
             .profile_of(user.id)
             .await?
             .ok_or_else(|| anyhow::anyhow!("profile missing right after ensuring it"))?;
-        let how = match (inserted, ambiguous) {
-            (true, true) => Ensured::CreatedAmbiguous,
-            (true, false) => Ensured::Created,
-            (false, _) => Ensured::Existing,
+        let how = match (inserted, ambiguous, unverified) {
+            (true, true, _) => Ensured::CreatedAmbiguous,
+            (true, false, true) => Ensured::CreatedUnverifiedEmail,
+            (true, false, false) => Ensured::Created,
+            (false, _, _) => Ensured::Existing,
         };
         Ok((profile, how))
     }

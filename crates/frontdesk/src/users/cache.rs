@@ -33,6 +33,8 @@ pub struct UserSummary {
     pub id: String,
     pub username: Option<String>,
     pub primary_email: Option<String>,
+    /// Clerk marks the primary email verified (`verification.status == "verified"`).
+    pub primary_email_verified: bool,
     pub first_name: Option<String>,
     pub last_name: Option<String>,
     pub image_url: Option<String>,
@@ -68,23 +70,40 @@ struct ClerkUserIn {
 struct EmailIn {
     id: String,
     email_address: String,
+    /// `null` for an address nobody verified yet.
+    #[serde(default)]
+    verification: Option<VerificationIn>,
+}
+
+#[derive(Deserialize)]
+struct VerificationIn {
+    #[serde(default)]
+    status: Option<String>,
+}
+
+impl EmailIn {
+    fn verified(&self) -> bool {
+        self.verification.as_ref().and_then(|v| v.status.as_deref()) == Some("verified")
+    }
 }
 
 impl CachedUser {
     /// Parses Clerk's user JSON, keeping the bytes.
     pub fn parse(raw: Bytes) -> Result<Self, String> {
         let u: ClerkUserIn = serde_json::from_slice(&raw).map_err(|e| e.to_string())?;
-        let primary_email = u
+        let primary = u
             .primary_email_address_id
             .as_ref()
             .and_then(|pid| u.email_addresses.iter().find(|e| &e.id == pid))
-            .or(u.email_addresses.first())
-            .map(|e| e.email_address.clone());
+            .or(u.email_addresses.first());
+        let primary_email = primary.map(|e| e.email_address.clone());
+        let primary_email_verified = primary.is_some_and(EmailIn::verified);
         Ok(Self {
             summary: UserSummary {
                 id: u.id,
                 username: u.username,
                 primary_email,
+                primary_email_verified,
                 first_name: u.first_name,
                 last_name: u.last_name,
                 image_url: u.image_url,

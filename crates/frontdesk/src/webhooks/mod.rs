@@ -11,11 +11,13 @@
 //! - `ingest`: `POST /_frontdesk/webhooks/clerk` on the edge.
 //! - `effects`: what each event type does; every effect is idempotent.
 //! - `worker`: the claiming loop and its bounded pool.
-//! - `ops`: `GET /v1/webhooks`, replay, on the api listener.
+//! - `ops`: `GET /v1/webhooks`, replay, purge, on the api listener.
+//! - `retention`: the loop that purges processed payloads after `retention_ms`.
 
 mod effects;
 mod ingest;
 mod ops;
+pub mod retention;
 pub mod verify;
 mod worker;
 
@@ -23,6 +25,7 @@ use axum::Router;
 use axum::routing::{get, post};
 use tokio::sync::Notify;
 
+pub use retention::run_retention;
 pub use verify::{Rejection, SignedHeaders, SigningKeys};
 pub use worker::run_workers;
 
@@ -76,5 +79,6 @@ pub fn api_router() -> Router<AppState> {
     Router::new()
         .route("/v1/webhooks", get(ops::list))
         .route("/v1/webhooks/replay", post(ops::replay_state))
+        .route("/v1/webhooks/purge", post(ops::purge_state))
         .route("/v1/webhooks/{id}/replay", post(ops::replay_one))
 }

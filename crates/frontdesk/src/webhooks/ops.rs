@@ -1,4 +1,5 @@
-//! Inbox operations on the api listener: list messages, replay one, replay all dead.
+//! Inbox operations on the api listener: list messages, replay one, replay all dead,
+//! purge a state.
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -81,4 +82,23 @@ pub(super) async fn replay_state(
     tracing::info!(count = n, "dead webhook messages replayed");
     state.webhooks.wake();
     Ok(Json(json!({ "replayed": n })))
+}
+
+/// `POST /v1/webhooks/purge?state=dead|done`: deletes every message of that state.
+/// Dead letters are kept until replayed or purged here; `done` ones are purged after
+/// `webhooks.retention_ms` anyway. `pending` is refused: it would lose work.
+pub(super) async fn purge_state(
+    State(state): State<AppState>,
+    Query(q): Query<ReplayQuery>,
+) -> Result<Json<Value>> {
+    let which = parse_state(q.state.as_deref().unwrap_or(""))?;
+    if which == InboxState::Pending {
+        return Err(Error::bad_request(
+            "invalid_state",
+            "purge takes state=dead or state=done; pending messages are not purged",
+        ));
+    }
+    let n = state.store.inbox_purge_state(which).await?;
+    tracing::info!(count = n, state = which.as_str(), "webhook messages purged");
+    Ok(Json(json!({ "purged": n })))
 }

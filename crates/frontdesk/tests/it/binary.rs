@@ -40,12 +40,113 @@ fn sigterm(child: &Child) {
     assert!(status.success());
 }
 
+#[test]
+fn serve_without_clerk_credentials_refuses_and_names_dev() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = frontdesk(&dir)
+        .arg("serve")
+        .env("FRONTDESK_EDGE_ADDR", "127.0.0.1:0")
+        .env("FRONTDESK_API_ADDR", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one clear line: {stderr}");
+    for word in ["--dev", "CLERK_SECRET_KEY", "CLERK_JWT_KEY"] {
+        assert!(lines[0].contains(word), "{stderr}");
+    }
+    assert!(out.stdout.is_empty(), "no banner");
+    assert!(
+        !dir.path().join("frontdesk.db").exists(),
+        "nothing started: no store created"
+    );
+}
+
+#[test]
+fn dev_mode_with_clerk_keys_set_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    // --dev with a secret key, and FRONTDESK_DEV=true with a PEM key: the emulator would
+    // silently replace real credentials, so neither starts.
+    let pem = frontdesk_emulator::Emulator::new(Default::default())
+        .unwrap()
+        .public_key_pem();
+    let runs = [
+        frontdesk(&dir)
+            .args(["serve", "--dev"])
+            .env("CLERK_SECRET_KEY", "sk_test_real_instance")
+            .output()
+            .unwrap(),
+        frontdesk(&dir)
+            .arg("serve")
+            .env("FRONTDESK_DEV", "true")
+            .env("CLERK_JWT_KEY", &pem)
+            .output()
+            .unwrap(),
+    ];
+    for out in runs {
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("--dev") && stderr.contains("cannot be combined"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("sk_test_real_instance"), "{stderr}");
+    }
+}
+
+/// Serves with only `CLERK_JWT_KEY` (networkless verification, no Backend API): the
+/// production shape of a lean build, which CI also checks with `scripts/lean-check`.
 #[tokio::test]
-async fn serve_with_no_keys_runs_the_embedded_default_and_stops_on_sigterm() {
+async fn serve_with_only_a_jwt_key_starts_without_dev_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let pem = frontdesk_emulator::Emulator::new(Default::default())
+        .unwrap()
+        .public_key_pem();
+    let mut child = Killed(
+        frontdesk(&dir)
+            .arg("serve")
+            .env("CLERK_JWT_KEY", &pem)
+            .env("FRONTDESK_EDGE_ADDR", "127.0.0.1:0")
+            .env("FRONTDESK_API_ADDR", "127.0.0.1:0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let ready = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(|l| l.ok())
+            .find(|l| l.starts_with("frontdesk ready:"))
+    });
+    let ready = tokio::time::timeout(Duration::from_secs(60), ready)
+        .await
+        .expect("serve says it is ready")
+        .unwrap()
+        .expect("a ready line");
+    let edge = ready
+        .split_whitespace()
+        .skip_while(|w| *w != "edge")
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let r = support::http()
+        .get(format!("{edge}/_frontdesk/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    sigterm(&child.0);
+}
+
+#[tokio::test]
+async fn serve_dev_runs_the_embedded_default_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Killed(
         frontdesk(&dir)
-            .args(["serve"])
+            .args(["serve", "--dev"])
             .env("FRONTDESK_EDGE_ADDR", "127.0.0.1:0")
             .env("FRONTDESK_API_ADDR", "127.0.0.1:0")
             .env("FRONTDESK_DEV__USERS", "5")
@@ -169,7 +270,7 @@ async fn migrate_applies_the_schema_to_postgres() {
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.starts_with("postgres: 3 migration(s) applied now"),
+        stdout.starts_with("postgres: 4 migration(s) applied now"),
         "{stdout}"
     );
     let out = frontdesk(&dir)
@@ -202,7 +303,9 @@ fn help_explains_each_subcommand() {
         assert!(text.contains(sub), "{text}");
     }
     let out = frontdesk(&dir).args(["serve", "--help"]).output().unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).contains("CLERK_SECRET_KEY"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("CLERK_SECRET_KEY"), "{text}");
+    assert!(text.contains("--dev"), "{text}");
 }
 
 #[tokio::test]

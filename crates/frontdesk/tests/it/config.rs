@@ -175,3 +175,28 @@ fn json_settings_come_from_the_environment() {
     .unwrap_err();
     assert!(err.to_string().contains("profile_defaults"), "{err}");
 }
+
+#[test]
+fn dev_mode_api_token_and_retention_come_from_the_environment() {
+    let (c, warnings) = Config::load_from(
+        None,
+        &env(&[
+            ("FRONTDESK_DEV", "true"),
+            ("FRONTDESK_API_TOKEN", "20261123"),
+            ("FRONTDESK_WEBHOOKS__RETENTION_MS", "3600000"),
+        ]),
+    )
+    .unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert!(c.dev.enabled);
+    assert!(!c.has_clerk_credentials());
+    // A token that looks like a number stays the string it is, and never prints.
+    assert_eq!(c.api_token.as_ref().unwrap().expose(), "20261123");
+    assert!(!format!("{c:?}").contains("20261123"));
+    assert_eq!(c.webhooks.retention_ms, 3_600_000);
+    let defaults = Config::default();
+    assert!(!defaults.dev.enabled, "dev mode is off unless asked for");
+    assert_eq!(defaults.api_token, None);
+    let err = Config::load_from(None, &env(&[("FRONTDESK_API_TOKEN", "  ")])).unwrap_err();
+    assert!(err.to_string().contains("api_token"), "{err}");
+}

@@ -118,6 +118,7 @@ async fn ensure_profile_converges(store: Store) {
                 image_url: None,
                 role: "user".into(),
                 clerk_updated_at: 1,
+                email_verified: true,
             },
             1,
         )
@@ -450,7 +451,8 @@ async fn ensuring_a_profile_is_idempotent() {
 }
 
 /// Unordered deliveries: a delete that arrives before the create leaves a tombstone
-/// the (older) create cannot undo; a newer create (the id re-used) would.
+/// the create cannot undo, and neither can a later-stamped update: Clerk never reuses a
+/// user id, so deletion is final.
 async fn delete_before_create(store: Store) {
     store.migrate().await.unwrap();
     let upsert = |ts: i64| UserUpsert {
@@ -460,6 +462,7 @@ async fn delete_before_create(store: Store) {
         image_url: None,
         role: "user".into(),
         clerk_updated_at: ts,
+        email_verified: true,
     };
     assert!(
         store
@@ -474,19 +477,162 @@ async fn delete_before_create(store: Store) {
         "the older create does not resurrect it"
     );
     assert_eq!(count(&store, "users").await, 1);
-    // A replay of the same delete changes nothing new but is harmless.
-    store
-        .soft_delete_user("user_early_delete", 200, 1_002)
-        .await
-        .unwrap();
+    // A replay of the same delete changes nothing (the first deletion time stays).
+    assert!(
+        !store
+            .soft_delete_user("user_early_delete", 200, 1_002)
+            .await
+            .unwrap()
+    );
     let row = store.upsert_user(&upsert(300), 1_003).await.unwrap();
-    assert_eq!(row.deleted_at, None, "a newer version wins");
+    assert_eq!(
+        row.deleted_at,
+        Some(1_000),
+        "an update stamped after the deletion does not resurrect it either"
+    );
+    assert_eq!(row.clerk_updated_at, 200, "nor does it change the row");
 }
 
 #[tokio::test]
-async fn a_delete_delivered_before_the_create_wins_on_both_stores() {
+async fn a_deletion_wins_over_any_create_or_update_on_both_stores() {
     let db = support::fresh_pg_database().await;
     delete_before_create(Store::connect(&db, 2).await.unwrap()).await;
     let dir = tempfile::tempdir().unwrap();
     delete_before_create(Store::connect(&support::sqlite_url(&dir), 2).await.unwrap()).await;
+}
+
+/// Decisions by email only from a verified email: a user whose primary address is
+/// someone else's, not verified in Clerk, neither takes over that person's waiting
+/// profile nor gets a role overridden by that address; the same with a verified
+/// address does both.
+async fn unverified_email(kind: &str) {
+    let logs = support::logs();
+    let (emu, running) = support::emulator(3).await;
+    let mallory = Emulator::seed_user_id(0);
+    let eve = Emulator::seed_user_id(1);
+    let friend = Emulator::seed_user_id(2);
+    let victim = format!("victim.{}@example.com", support::unique());
+    let boss = format!("boss.{}@example.com", support::unique());
+    let known = format!("friend.{}@example.com", support::unique());
+    let added = emu
+        .add_email_address(&mallory, &victim, false, true)
+        .unwrap();
+    assert_eq!(added["object"], "email_address");
+    assert_eq!(added["verification"]["status"], "unverified");
+    emu.add_email_address(&eve, &boss, false, true).unwrap();
+    emu.add_email_address(&friend, &known, true, true).unwrap();
+    let m = emu.user(&mallory).unwrap();
+    let primary = m["email_addresses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["id"] == m["primary_email_address_id"])
+        .unwrap();
+    assert_eq!(primary["email_address"], victim.as_str());
+    assert_eq!(primary["verification"]["status"], "unverified");
+
+    let (app, _db) = start(&running, kind, |c| {
+        c.context
+            .role_overrides
+            .insert(boss.clone(), "admin".into());
+        c.context
+            .role_overrides
+            .insert(known.clone(), "admin".into());
+    })
+    .await;
+    let store = &app.state.store;
+    let waiting_victim = store
+        .create_unlinked_profile(&victim, &json!({"plan": "pro"}), 1)
+        .await
+        .unwrap();
+    let waiting_known = store
+        .create_unlinked_profile(&known, &json!({"plan": "team"}), 1)
+        .await
+        .unwrap();
+
+    let (s, body) = me(&app, &token(&emu, &mallory)).await;
+    assert_eq!(s, 200, "{body}");
+    assert_ne!(body["profile"]["id"], waiting_victim, "not taken over");
+    assert_eq!(body["profile"]["data"]["plan"], Value::Null);
+    let (s, body) = me(&app, &token(&emu, &eve)).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(
+        body["user"]["role"], "user",
+        "no override by an unverified email"
+    );
+    let (s, body) = me(&app, &token(&emu, &friend)).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(
+        body["profile"]["id"], waiting_known,
+        "a verified email links"
+    );
+    assert_eq!(body["user"]["role"], "admin", "and its override applies");
+
+    // A user created in Clerk with the address reserved (unverified) links nothing.
+    let claimed = format!("claimed.{}@example.com", support::unique());
+    let waiting_claimed = store
+        .create_unlinked_profile(&claimed, &json!({"plan": "pro"}), 1)
+        .await
+        .unwrap();
+    let created: Value = app
+        .http
+        .post(format!("{}/v1/users", running.url))
+        .bearer_auth(emu.secret_key())
+        .json(&json!({
+            "email_address": [claimed],
+            "email_address_identification_status": ["reserved"],
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let carol = created["id"].as_str().unwrap().to_string();
+    let (s, body) = me(&app, &token(&emu, &carol)).await;
+    assert_eq!(s, 200, "{body}");
+    assert_ne!(body["profile"]["id"], waiting_claimed);
+
+    let still_waiting: i64 = match store.backend() {
+        Backend::Postgres(p) => {
+            sqlx::query_scalar("SELECT count(*) FROM profiles WHERE id = $1 AND user_id IS NULL")
+                .bind(waiting_victim)
+                .fetch_one(p)
+                .await
+                .unwrap()
+        }
+        Backend::Sqlite(p) => {
+            sqlx::query_scalar("SELECT count(*) FROM profiles WHERE id = $1 AND user_id IS NULL")
+                .bind(waiting_victim)
+                .fetch_one(p)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        still_waiting, 1,
+        "the victim's profile still waits for them"
+    );
+    let text = logs.text();
+    for (who, decision) in [(&mallory, "profile_link"), (&eve, "role_override")] {
+        assert!(
+            text.lines()
+                .any(|l| l.contains("profile_link_unverified_email")
+                    && l.contains(who.as_str())
+                    && l.contains(decision)),
+            "{who}: {decision} refused and logged"
+        );
+    }
+    assert!(!text.contains(&victim), "the address itself is not logged");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_unverified_email_links_no_profile_and_overrides_no_role_postgres() {
+    unverified_email("postgres").await;
+}
+
+#[tokio::test]
+async fn an_unverified_email_links_no_profile_and_overrides_no_role_sqlite() {
+    unverified_email("sqlite").await;
 }

@@ -10,6 +10,7 @@
 mod support;
 
 mod availability;
+mod api_auth;
 mod binary;
 mod config;
 mod context;

@@ -516,7 +516,8 @@ async fn out_of_order(db: Db) {
         .unwrap();
     assert_eq!(done.len(), 2);
 
-    // A deletion older than the row does not delete it; a newer one does.
+    // Deletion is final: even a deletion stamped before the row's version deletes it
+    // (Clerk never reuses an id), and a later-stamped update does not bring it back.
     let del_old = envelope(
         "user.deleted",
         json!({"object": "user", "id": "user_o", "deleted": true}),
@@ -541,11 +542,21 @@ async fn out_of_order(db: Db) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(u.deleted_at, None);
+    let deleted_at = u.deleted_at;
+    assert!(deleted_at.is_some(), "{u:?}");
     assert_eq!(
         send(&c, &app.edge, SECRET, "msg_d2", now_s, &del_new)
             .await
             .0,
+        200
+    );
+    let later = envelope(
+        "user.updated",
+        user_json("user_o", "Revived", T0_MS as i64 + 60_000),
+        T0_MS + 60_000,
+    );
+    assert_eq!(
+        send(&c, &app.edge, SECRET, "msg_v3", now_s, &later).await.0,
         200
     );
     drained(&app, Duration::from_secs(10)).await;
@@ -556,7 +567,8 @@ async fn out_of_order(db: Db) {
         .await
         .unwrap()
         .unwrap();
-    assert!(u.deleted_at.is_some());
+    assert_eq!(u.deleted_at, deleted_at, "{u:?}");
+    assert_eq!(u.name.as_deref(), Some("Second"));
     app.stop().await;
 }
 
@@ -1202,5 +1214,193 @@ async fn the_cli_lists_and_replays_over_the_api_listener() {
     assert!(!ok && err.contains("404"), "{err}");
     let (ok, _, _) = run(args(&["webhooks", "replay"])).await;
     assert!(!ok, "replay needs --id or --state");
+    app.stop().await;
+}
+
+/// Deletion is final: an update stamped later than the deletion (a replay, a clock
+/// skew, a delivery reordered by Svix) leaves the user deleted, and `/me` says so.
+#[tokio::test]
+async fn an_update_stamped_after_the_deletion_leaves_the_user_deleted() {
+    let (emu, running) = support::emulator(3).await;
+    let app = support::app_with(&running, None, frontdesk::clock::system(), |c| {
+        c.clerk.webhook_signing_secret = Some(Secret::new(SECRET));
+        c.webhooks.poll_interval_ms = 20;
+    })
+    .await;
+    let c = support::http();
+    let id = frontdesk_emulator::Emulator::seed_user_id(2);
+    let jwt = emu
+        .mint_session(frontdesk_emulator::MintSession {
+            user_id: id.clone(),
+            org_id: None,
+            ttl_s: Some(600),
+            azp: None,
+        })
+        .unwrap()
+        .jwt;
+    let me = || async {
+        let r = c
+            .get(format!("{}/_frontdesk/me", app.edge))
+            .bearer_auth(&jwt)
+            .send()
+            .await
+            .unwrap();
+        (
+            r.status().as_u16(),
+            r.json::<Value>().await.unwrap_or(Value::Null),
+        )
+    };
+    assert_eq!(me().await.0, 200);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let now_s = (now_ms / 1000) as i64;
+    let deleted = envelope(
+        "user.deleted",
+        json!({"object": "user", "id": id, "deleted": true}),
+        now_ms,
+    );
+    assert_eq!(
+        send(&c, &app.edge, SECRET, "msg_del", now_s, &deleted)
+            .await
+            .0,
+        200
+    );
+    drained(&app, Duration::from_secs(10)).await;
+    assert_eq!(me().await.1["code"], "user_deleted");
+    // An update and a create stamped an hour after the deletion.
+    let mut user = emu.user(&id).unwrap();
+    user["updated_at"] = json!(now_ms + 3_600_000);
+    user["first_name"] = json!("Revived");
+    for (msg, kind) in [("msg_upd", "user.updated"), ("msg_cre", "user.created")] {
+        let body = envelope(kind, user.clone(), now_ms + 3_600_000);
+        assert_eq!(send(&c, &app.edge, SECRET, msg, now_s, &body).await.0, 200);
+    }
+    drained(&app, Duration::from_secs(10)).await;
+    let (status, err) = me().await;
+    assert_eq!((status, err["code"].as_str()), (401, Some("user_deleted")));
+    let row = app
+        .state
+        .store
+        .user_by_clerk_id(&id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(row.deleted_at.is_some(), "{row:?}");
+    assert_ne!(row.name.as_deref(), Some("Revived"));
+    app.stop().await;
+    running.shutdown().await.unwrap();
+}
+
+/// Retention: a processed message's payload (a whole Clerk user) is purged once
+/// `retention_ms` has passed on the injected clock since it was applied; dead letters
+/// stay until an operator purges them (API and CLI) or replays them.
+#[tokio::test]
+async fn done_messages_are_purged_after_the_retention_and_dead_ones_only_on_request() {
+    const DAY_MS: u64 = 24 * 60 * 60 * 1000;
+    let db = support::fresh_pg_database().await;
+    let clock = ManualClock::new(T0_MS);
+    let app = start(&db, clock.clone(), |c| {
+        c.webhooks.max_attempts = 1;
+        c.webhooks.purge_interval_ms = 20;
+    })
+    .await;
+    assert_eq!(
+        app.state.config.webhooks.retention_ms,
+        7 * DAY_MS,
+        "default"
+    );
+    let c = support::http();
+    let now_s = (T0_MS / 1000) as i64;
+    let good = envelope("user.updated", user_json("user_keep", "Kept", 5), T0_MS);
+    let poison = envelope(
+        "user.updated",
+        json!({"object": "user", "first_name": 7}),
+        T0_MS,
+    );
+    assert_eq!(
+        send(&c, &app.edge, SECRET, "msg_good", now_s, &good)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        send(&c, &app.edge, SECRET, "msg_bad", now_s, &poison)
+            .await
+            .0,
+        200
+    );
+    drained(&app, Duration::from_secs(10)).await;
+    let store = app.state.store.clone();
+    let state_of = |id: &'static str| {
+        let store = store.clone();
+        async move { store.inbox_get(id).await.unwrap().map(|m| m.state) }
+    };
+    assert_eq!(state_of("msg_good").await, Some(InboxState::Done));
+    assert_eq!(state_of("msg_bad").await, Some(InboxState::Dead));
+
+    // A millisecond short of the retention: nothing to purge.
+    clock.advance_ms(7 * DAY_MS - 1);
+    assert_eq!(
+        frontdesk::webhooks::retention::purge_expired(&app.state)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(state_of("msg_good").await, Some(InboxState::Done));
+    // Past it: the background loop purges the done message, never the dead one.
+    clock.advance_ms(2);
+    let purged = support::eventually(Duration::from_secs(10), || async {
+        state_of("msg_good").await.is_none()
+    })
+    .await;
+    assert!(purged, "the done message is purged by the loop");
+    clock.advance_ms(365 * DAY_MS);
+    assert_eq!(
+        frontdesk::webhooks::retention::purge_expired(&app.state)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(state_of("msg_bad").await, Some(InboxState::Dead));
+
+    // Explicit purges: pending is refused, dead goes.
+    let r = c
+        .post(format!("{}/v1/webhooks/purge?state=pending", app.api))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "invalid_state");
+    assert_eq!(state_of("msg_bad").await, Some(InboxState::Dead));
+    let mut cmd = Command::new(BIN);
+    cmd.args(["webhooks", "purge", "--state", "dead", "--api", &app.api])
+        .env_remove("FRONTDESK_CONFIG")
+        .env_remove("FRONTDESK_API_TOKEN");
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1 dead message(s) purged"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(inbox_count(&app).await, 0);
+    let r: Value = c
+        .post(format!("{}/v1/webhooks/purge?state=dead", app.api))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["purged"], 0);
     app.stop().await;
 }
