@@ -79,16 +79,12 @@ impl ReadCache {
     pub async fn get(
         self: &Arc<Self>,
         client: &Arc<ClerkClient>,
+        ns: &str,
         path: &str,
         query: &str,
         api_version: Option<String>,
         secret: &str,
     ) -> Response {
-        let ns = path
-            .trim_start_matches("/v1/")
-            .split('/')
-            .next()
-            .unwrap_or("");
         let normalized = normalize_query(query);
         // The secret-key scope is a hash: keys are printable in debugging, secrets not.
         let scope = hex8(&Sha256::digest(secret.as_bytes()));
@@ -106,10 +102,11 @@ impl ReadCache {
                 return relay(c.response.clone(), "HIT");
             }
         }
-        let path_and_query = if normalized.is_empty() {
+        // Keyed by the normalized query, forwarded as the client sent it.
+        let path_and_query = if query.is_empty() {
             path.to_string()
         } else {
-            format!("{path}?{normalized}")
+            format!("{path}?{query}")
         };
         let ttl = if path == "/v1/jwks" {
             self.config.jwks_ttl_ms

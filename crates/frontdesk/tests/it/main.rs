@@ -14,6 +14,7 @@ mod config;
 mod context;
 mod migrations;
 mod ops;
+mod proxy_paths;
 mod tokens;
 mod users;
 mod webhooks;
