@@ -94,6 +94,8 @@ pub struct Config {
     /// Largest request body accepted on either listener, in bytes.
     /// `FRONTDESK_MAX_BODY_BYTES`.
     pub max_body_bytes: usize,
+    /// Time-outs, header and connection limits of both listeners. `FRONTDESK_HTTP__*`.
+    pub http: crate::http::HttpConfig,
     /// Clerk settings; environment names are Clerk's own.
     pub clerk: ClerkConfig,
     /// The embedded Clerk emulator used by `serve` when no secret key is configured.
@@ -286,6 +288,7 @@ impl Default for Config {
             access_log: true,
             shutdown_grace_ms: 10_000,
             max_body_bytes: 1024 * 1024,
+            http: crate::http::HttpConfig::default(),
             clerk: ClerkConfig {
                 secret_key: None,
                 api_url: DEFAULT_CLERK_API_URL.into(),
@@ -459,6 +462,18 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "database_url",
                 reason: "must start with postgres://, postgresql:// or sqlite:".into(),
+            });
+        }
+        if self.http.max_header_bytes < crate::http::MIN_HEADER_BYTES {
+            return Err(ConfigError::Invalid {
+                key: "http.max_header_bytes",
+                reason: format!("must be at least {}", crate::http::MIN_HEADER_BYTES),
+            });
+        }
+        if self.http.max_connections == 0 || self.http.request_timeout_ms == 0 {
+            return Err(ConfigError::Invalid {
+                key: "http",
+                reason: "max_connections and request_timeout_ms must be positive".into(),
             });
         }
         if let Some(redis) = &self.redis_url {

@@ -51,6 +51,12 @@ pub fn clerk_error(status: StatusCode, code: &str, message: &str, long: &str) ->
     let mut r = json_response(status, Bytes::from(body.to_string()));
     r.headers_mut()
         .insert(X_CACHE, HeaderValue::from_static("BYPASS"));
+    if status == StatusCode::UNAUTHORIZED {
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            crate::http::www_authenticate(code),
+        );
+    }
     r
 }
 
@@ -95,6 +101,7 @@ pub fn upstream_error_response(e: &UpstreamError) -> Response {
 pub fn relay(resp: UpstreamResponse, x_cache: &'static str) -> Response {
     let mut r = (resp.status, resp.body).into_response();
     r.headers_mut().extend(resp.headers);
+    r.extensions_mut().insert(crate::http::Relayed);
     r.headers_mut()
         .insert(X_CACHE, HeaderValue::from_static(x_cache));
     r

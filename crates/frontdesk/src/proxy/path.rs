@@ -90,6 +90,7 @@ pub fn is_clerk_id(s: &str) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -49,6 +49,13 @@ pub(super) async fn receive(
     let cfg = &state.config.webhooks;
     let body = match axum::body::to_bytes(body, cfg.max_body_bytes).await {
         Ok(b) => b,
+        Err(e) if !crate::http::is_length_limit(&e) => {
+            reject("body_incomplete");
+            return Err(Error::bad_request(
+                "body_incomplete",
+                "the body could not be read in full",
+            ));
+        }
         Err(_) => {
             reject("body_too_large");
             return Err(Error::client(

@@ -1,7 +1,9 @@
 //! Inbox operations on the api listener: list messages, replay one, replay all dead.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
+
+use crate::http::{Path, Query};
 use serde::Deserialize;
 use serde_json::{Value, json};
 

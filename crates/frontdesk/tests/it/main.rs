@@ -12,6 +12,7 @@ mod support;
 mod binary;
 mod config;
 mod context;
+mod http;
 mod migrations;
 mod ops;
 mod proxy_paths;
