@@ -226,7 +226,8 @@ pub async fn user_list_from_cache(users: &UserCache, query: &str) -> Option<Resp
     let mut descending = true;
     for (k, v) in form_urlencoded::parse(query.as_bytes()) {
         match k.as_ref() {
-            "user_id" => ids.push(v.into_owned()),
+            // Only ids of Clerk's syntax become cache keys; Clerk answers the rest.
+            "user_id" if super::is_clerk_id(&v) => ids.push(v.into_owned()),
             "limit" => limit = v.parse().ok().filter(|n| (1..=500).contains(n))?,
             "offset" => offset = v.parse().ok()?,
             "order_by" => match v.as_ref() {
