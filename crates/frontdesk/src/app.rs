@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::context::{self, ContextService};
 use crate::error::{Error, Result};
 use crate::events::EventHub;
+use crate::http;
 use crate::ops;
 use crate::proxy::{self, ReadCache};
 use crate::redis_link::RedisLink;
@@ -290,12 +291,17 @@ impl App {
             self.state.clone(),
             background.clone(),
         ));
-        let edge = axum::serve(listeners.edge, edge_router)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-        let api = axum::serve(listeners.api, api_router)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-        let edge = tokio::spawn(async move { edge.await });
-        let api = tokio::spawn(async move { api.await });
+        let limits = self.state.config.http.clone();
+        let edge = http::serve(
+            listeners.edge,
+            edge_router,
+            limits.clone(),
+            "edge",
+            shutdown.clone(),
+        );
+        let api = http::serve(listeners.api, api_router, limits, "api", shutdown.clone());
+        let edge = tokio::spawn(edge);
+        let api = tokio::spawn(api);
         let (edge_abort, api_abort) = (edge.abort_handle(), api.abort_handle());
 
         let grace = Duration::from_millis(self.state.config.shutdown_grace_ms);
@@ -341,8 +347,9 @@ impl App {
     }
 }
 
-/// Layers shared by both listeners, outermost last: body limit, observation (request
-/// id, span, access log, metrics), and a JSON 404 for unknown paths.
+/// Layers shared by both listeners, outermost last: body limit, request time-out, JSON
+/// for every rejection (see `http`), observation (request id, span, access log,
+/// metrics), and a JSON 404 for unknown paths.
 fn finish(router: Router<AppState>, listener: &'static str, state: &AppState) -> Router {
     let router = router
         .route_layer(middleware::from_fn(remember_route))
@@ -357,6 +364,11 @@ fn finish(router: Router<AppState>, listener: &'static str, state: &AppState) ->
     };
     router
         .layer(RequestBodyLimitLayer::new(state.config.max_body_bytes))
+        .layer(middleware::from_fn({
+            let limit = Duration::from_millis(state.config.http.request_timeout_ms);
+            move |req: Request, next: Next| http::request_timeout(limit, req, next)
+        }))
+        .layer(middleware::from_fn(http::json_rejections))
         .layer(middleware::from_fn({
             let access_log = state.config.access_log;
             move |req: Request, next: Next| telemetry::observe(listener, access_log, req, next)

@@ -103,6 +103,8 @@ pub struct Config {
     /// api listener on loopback or a private network too. Unset: no token.
     /// `FRONTDESK_API_TOKEN`.
     pub api_token: Option<Secret>,
+    /// Time-outs, header and connection limits of both listeners. `FRONTDESK_HTTP__*`.
+    pub http: crate::http::HttpConfig,
     /// Clerk settings; environment names are Clerk's own.
     pub clerk: ClerkConfig,
     /// Dev mode: the embedded Clerk emulator `serve --dev` starts.
@@ -323,6 +325,7 @@ impl Default for Config {
             access_log: true,
             shutdown_grace_ms: 10_000,
             max_body_bytes: 1024 * 1024,
+            http: crate::http::HttpConfig::default(),
             clerk: ClerkConfig {
                 secret_key: None,
                 api_url: DEFAULT_CLERK_API_URL.into(),
@@ -507,6 +510,18 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "database_url",
                 reason: "must start with postgres://, postgresql:// or sqlite:".into(),
+            });
+        }
+        if self.http.max_header_bytes < crate::http::MIN_HEADER_BYTES {
+            return Err(ConfigError::Invalid {
+                key: "http.max_header_bytes",
+                reason: format!("must be at least {}", crate::http::MIN_HEADER_BYTES),
+            });
+        }
+        if self.http.max_connections == 0 || self.http.request_timeout_ms == 0 {
+            return Err(ConfigError::Invalid {
+                key: "http",
+                reason: "max_connections and request_timeout_ms must be positive".into(),
             });
         }
         if let Some(redis) = &self.redis_url {

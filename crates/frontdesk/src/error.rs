@@ -117,6 +117,12 @@ impl IntoResponse for Error {
             }
         };
         let mut response = (status, Json(ErrorBody { code, message })).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                crate::http::www_authenticate(code),
+            );
+        }
         if let Some(secs) = retry_after {
             response
                 .headers_mut()

@@ -33,11 +33,19 @@ where
                     "invalid_body",
                     e.body_text(),
                 ),
-                JsonRejection::BytesRejection(_) => Error::client(
-                    axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-                    "body_too_large",
-                    "the body is too large or could not be read",
-                ),
+                // Too large, or cut off (a client gone mid-body is not told 413).
+                JsonRejection::BytesRejection(e)
+                    if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE =>
+                {
+                    Error::client(
+                        axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                        "body_too_large",
+                        "the body is too large",
+                    )
+                }
+                JsonRejection::BytesRejection(_) => {
+                    Error::bad_request("body_incomplete", "the body could not be read in full")
+                }
                 _ => Error::bad_request("invalid_body", "the body could not be read"),
             }),
         }

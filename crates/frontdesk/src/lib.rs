@@ -14,6 +14,7 @@ pub mod devmode;
 pub mod error;
 pub mod events;
 pub mod generations;
+pub mod http;
 pub mod json;
 pub mod ops;
 pub mod proxy;

@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
@@ -18,6 +18,21 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/_frontdesk/me", get(me))
         .route("/_frontdesk/me/profile", post(ensure_profile))
+        .layer(axum::middleware::map_response(private_answer))
+}
+
+/// A user's own data: never stored by a shared cache, and varying by credentials.
+async fn private_answer(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-store"),
+    );
+    h.insert(
+        header::VARY,
+        HeaderValue::from_static("Authorization, Cookie"),
+    );
+    r
 }
 
 #[derive(Serialize)]

@@ -15,19 +15,21 @@
 //! - Answers keep Clerk's status, body bytes, `Content-Type` and `Retry-After`, and
 //!   carry `X-Cache: HIT|MISS|STALE|BYPASS`.
 
+mod path;
 mod reads;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
+pub use path::{ProxyPath, is_clerk_id};
 pub use reads::ReadCache;
 
 use crate::app::AppState;
@@ -49,6 +51,12 @@ pub fn clerk_error(status: StatusCode, code: &str, message: &str, long: &str) ->
     let mut r = json_response(status, Bytes::from(body.to_string()));
     r.headers_mut()
         .insert(X_CACHE, HeaderValue::from_static("BYPASS"));
+    if status == StatusCode::UNAUTHORIZED {
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            crate::http::www_authenticate(code),
+        );
+    }
     r
 }
 
@@ -93,6 +101,7 @@ pub fn upstream_error_response(e: &UpstreamError) -> Response {
 pub fn relay(resp: UpstreamResponse, x_cache: &'static str) -> Response {
     let mut r = (resp.status, resp.body).into_response();
     r.headers_mut().extend(resp.headers);
+    r.extensions_mut().insert(crate::http::Relayed);
     r.headers_mut()
         .insert(X_CACHE, HeaderValue::from_static(x_cache));
     r
@@ -110,7 +119,6 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 async fn handle(
     State(state): State<AppState>,
     method: Method,
-    Path(rest): Path<String>,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
@@ -140,20 +148,40 @@ async fn handle(
             "The bearer token is not this instance's secret key.",
         );
     }
-    let path = format!("/v1/{rest}");
+    // The raw path, never axum's decoded one: `%2F` must not become a new segment.
+    let path = match ProxyPath::parse(uri.path().strip_prefix("/clerk").unwrap_or("")) {
+        Ok(p) => p,
+        Err(why) => {
+            metrics::counter!("frontdesk_proxy_requests_total", "outcome" => "bad_path")
+                .increment(1);
+            return clerk_error(
+                StatusCode::BAD_REQUEST,
+                "proxy_path_invalid",
+                "Invalid path",
+                &format!(
+                    "{why}: the proxy forwards paths as sent and refuses ones whose meaning could change on the way"
+                ),
+            );
+        }
+    };
     let query = uri.query().unwrap_or("");
     let api_version = headers
         .get("clerk-api-version")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    // The user cache holds Clerk's answers in the configured API version; a caller
+    // asking for another version is served (and cached) per version by `ReadCache`.
+    let default_version = api_version
+        .as_deref()
+        .is_none_or(|v| v == client.api_version());
+    let segs = path.segs();
 
     if method == Method::GET {
-        let segs: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
         match segs.as_slice() {
-            ["users", id] if *id != "count" && query.is_empty() => {
+            ["users", id] if default_version && is_clerk_id(id) && query.is_empty() => {
                 return single_user(&users, id).await;
             }
-            ["users"] => {
+            ["users"] if default_version => {
                 if let Some(resp) = reads::user_list_from_cache(&users, query).await {
                     return resp;
                 }
@@ -161,15 +189,22 @@ async fn handle(
             _ => {}
         }
         return reads
-            .get(&client, &path, query, api_version, client.secret().expose())
+            .get(
+                &client,
+                path.namespace(),
+                &path.raw,
+                query,
+                api_version,
+                client.secret().expose(),
+            )
             .await;
     }
 
     // Writes (and anything else) pass through, then invalidate what they touched.
     let path_and_query = if query.is_empty() {
-        path.clone()
+        path.raw.clone()
     } else {
-        format!("{path}?{query}")
+        format!("{}?{query}", path.raw)
     };
     let req = UpstreamRequest {
         method: method.clone(),
@@ -181,7 +216,7 @@ async fn handle(
     match client.send(req).await {
         Ok(resp) => {
             if resp.status.is_success() && method != Method::HEAD && method != Method::OPTIONS {
-                invalidate_after_write(&state, &users, &reads, &rest, &resp).await;
+                invalidate_after_write(&state, &users, &reads, &segs, default_version, &resp).await;
             }
             relay(resp, "BYPASS")
         }
@@ -225,16 +260,23 @@ async fn invalidate_after_write(
     state: &AppState,
     users: &crate::users::UserCache,
     reads: &Arc<ReadCache>,
-    rest: &str,
+    segs: &[&str],
+    default_version: bool,
     resp: &UpstreamResponse,
 ) {
-    let segs: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
-    if let ["users", id, ..] = segs.as_slice() {
+    // Only an id of Clerk's syntax is a cache key; anything else was forwarded as
+    // sent and matches no cached user.
+    if let ["users", id, ..] = segs {
+        if !is_clerk_id(id) {
+            reads.bump("users", &state.bus).await;
+            return;
+        }
         let fresh = serde_json::from_slice::<serde_json::Value>(&resp.body)
             .ok()
             .filter(|v| v["object"] == "user" && v["id"] == *id && v.get("deleted").is_none());
         match fresh {
-            Some(_) if segs.len() == 2 || segs.get(2) == Some(&"metadata") => {
+            // Write-through only of the configured API version's shape.
+            Some(_) if default_version && (segs.len() == 2 || segs.get(2) == Some(&"metadata")) => {
                 match CachedUser::parse(resp.body.clone()) {
                     Ok(user) => users.put(user).await,
                     // An overflow is followed by a fleet-wide resync: nothing is lost.

@@ -79,16 +79,12 @@ impl ReadCache {
     pub async fn get(
         self: &Arc<Self>,
         client: &Arc<ClerkClient>,
+        ns: &str,
         path: &str,
         query: &str,
         api_version: Option<String>,
         secret: &str,
     ) -> Response {
-        let ns = path
-            .trim_start_matches("/v1/")
-            .split('/')
-            .next()
-            .unwrap_or("");
         let normalized = normalize_query(query);
         // The secret-key scope is a hash: keys are printable in debugging, secrets not.
         let scope = hex8(&Sha256::digest(secret.as_bytes()));
@@ -106,10 +102,11 @@ impl ReadCache {
                 return relay(c.response.clone(), "HIT");
             }
         }
-        let path_and_query = if normalized.is_empty() {
+        // Keyed by the normalized query, forwarded as the client sent it.
+        let path_and_query = if query.is_empty() {
             path.to_string()
         } else {
-            format!("{path}?{normalized}")
+            format!("{path}?{query}")
         };
         let ttl = if path == "/v1/jwks" {
             self.config.jwks_ttl_ms
@@ -229,7 +226,8 @@ pub async fn user_list_from_cache(users: &UserCache, query: &str) -> Option<Resp
     let mut descending = true;
     for (k, v) in form_urlencoded::parse(query.as_bytes()) {
         match k.as_ref() {
-            "user_id" => ids.push(v.into_owned()),
+            // Only ids of Clerk's syntax become cache keys; Clerk answers the rest.
+            "user_id" if super::is_clerk_id(&v) => ids.push(v.into_owned()),
             "limit" => limit = v.parse().ok().filter(|n| (1..=500).contains(n))?,
             "offset" => offset = v.parse().ok()?,
             "order_by" => match v.as_ref() {

@@ -104,6 +104,10 @@ pub enum UpstreamError {
         status: u16,
         body: Bytes,
     },
+    /// The request was not sent: its path would not reach Clerk as written (the URL
+    /// parser would resolve a dot segment or re-encode it).
+    #[error("refusing to send a path the URL parser would rewrite")]
+    PathRewritten,
     /// Clerk's answer did not parse as the documented shape.
     #[error("Clerk's answer to {endpoint} did not parse: {detail}")]
     Malformed {
@@ -229,6 +233,11 @@ impl ClerkClient {
             clock,
             counters: Counters::default(),
         })
+    }
+
+    /// The `Clerk-API-Version` sent when a request names none.
+    pub fn api_version(&self) -> &str {
+        &self.api_version
     }
 
     pub fn secret(&self) -> &Secret {
@@ -439,10 +448,10 @@ impl ClerkClient {
             return Err(e);
         }
 
-        let url = format!("{}{}", self.base, req.path_and_query);
+        let url = upstream_url(&self.base, &req.path_and_query)?;
         let mut builder = self
             .http
-            .request(req.method.clone(), &url)
+            .request(req.method.clone(), url)
             .header(
                 header::AUTHORIZATION,
                 format!("Bearer {}", self.secret.expose()),
@@ -504,11 +513,7 @@ impl ClerkClient {
             self.counters.errors[idx].fetch_add(1, Ordering::Relaxed);
         }
         if status == StatusCode::TOO_MANY_REQUESTS {
-            let secs = headers
-                .get(header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|s| s.trim().parse::<u64>().ok())
-                .unwrap_or(1);
+            let secs = retry_after_s(&headers);
             let ms = secs.saturating_mul(1000);
             self.note_pause(endpoint, ms);
             self.budget.pause_fleet(endpoint, ms).await;
@@ -621,13 +626,39 @@ impl ClerkClient {
     }
 }
 
-fn retry_after_ms(headers: &HeaderMap) -> u64 {
+/// The longest pause a `Retry-After` from Clerk can impose. Clerk's windows are 10 s;
+/// a larger value is a fault (or a hostile upstream), and an unbounded one would
+/// overflow the arithmetic on it.
+pub const MAX_RETRY_AFTER_S: u64 = 300;
+
+/// Clerk's `Retry-After` in seconds (1 when absent or not a number, an HTTP date
+/// included), at most [`MAX_RETRY_AFTER_S`].
+fn retry_after_s(headers: &HeaderMap) -> u64 {
     headers
         .get(header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(|s| s.trim().parse::<u64>().ok())
         .unwrap_or(1)
-        .saturating_mul(1000)
+        .min(MAX_RETRY_AFTER_S)
+}
+
+fn retry_after_ms(headers: &HeaderMap) -> u64 {
+    retry_after_s(headers) * 1000
+}
+
+/// The absolute URL of a request, refused when parsing would change its path: the URL
+/// parser resolves `..` and `%2e%2e` segments, which could reach outside `/v1/`. The
+/// proxy refuses such paths before this; this is the last line.
+fn upstream_url(base: &str, path_and_query: &str) -> Result<reqwest::Url, UpstreamError> {
+    let url = reqwest::Url::parse(&format!("{base}{path_and_query}"))
+        .map_err(|_| UpstreamError::PathRewritten)?;
+    let base_path = reqwest::Url::parse(base)
+        .map(|b| b.path().trim_end_matches('/').to_string())
+        .map_err(|_| UpstreamError::PathRewritten)?;
+    if url.path().strip_prefix(base_path.as_str()) != Some(path_of(path_and_query)) {
+        return Err(UpstreamError::PathRewritten);
+    }
+    Ok(url)
 }
 
 fn path_of(path_and_query: &str) -> &str {
@@ -645,6 +676,49 @@ pub fn urlencode(s: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod url_tests {
+    use super::*;
+
+    #[test]
+    fn a_huge_retry_after_is_capped_without_overflow() {
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::RETRY_AFTER, HeaderValue::from_str(v).unwrap());
+            h
+        };
+        assert_eq!(
+            retry_after_s(&with("18446744073709551615")),
+            MAX_RETRY_AFTER_S
+        );
+        assert_eq!(
+            retry_after_ms(&with("18446744073709551615")),
+            MAX_RETRY_AFTER_S * 1000
+        );
+        assert_eq!(retry_after_s(&with("99999999999999999999999")), 1);
+        assert_eq!(retry_after_s(&with("-5")), 1);
+        assert_eq!(retry_after_s(&with("Wed, 21 Oct 2015 07:28:00 GMT")), 1);
+        assert_eq!(retry_after_s(&with(" 7 ")), 7);
+        assert_eq!(retry_after_s(&HeaderMap::new()), 1);
+    }
+
+    #[test]
+    fn upstream_urls_keep_their_path_or_are_refused() {
+        let ok = upstream_url("http://h:1/base", "/v1/users/x%2F..%2Fjwks?a=%2F..").unwrap();
+        assert_eq!(ok.path(), "/base/v1/users/x%2F..%2Fjwks");
+        assert_eq!(ok.query(), Some("a=%2F.."));
+        for bad in [
+            "/v1/users/../jwks",
+            "/v1/users/%2e%2e/jwks",
+            "/v1/./users",
+            "/v1/a b",
+        ] {
+            assert!(upstream_url("http://h:1", bad).is_err(), "{bad}");
+        }
+    }
 }
 
 #[derive(Deserialize)]

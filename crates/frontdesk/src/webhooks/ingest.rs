@@ -49,6 +49,13 @@ pub(super) async fn receive(
     let cfg = &state.config.webhooks;
     let body = match axum::body::to_bytes(body, cfg.max_body_bytes).await {
         Ok(b) => b,
+        Err(e) if !crate::http::is_length_limit(&e) => {
+            reject("body_incomplete");
+            return Err(Error::bad_request(
+                "body_incomplete",
+                "the body could not be read in full",
+            ));
+        }
         Err(_) => {
             reject("body_too_large");
             return Err(Error::client(
@@ -60,16 +67,11 @@ pub(super) async fn receive(
     };
     let signed = SignedHeaders::from_headers(&headers).map_err(refused)?;
     let now_ms = state.clock.now_ms() as i64;
-    keys.verify(
-        &signed,
-        &body,
-        now_ms.div_euclid(1000),
-        cfg.tolerance_s as i64,
-    )
-    .map_err(|r| {
-        tracing::warn!(msg_id = signed.id, reason = r.code(), "webhook refused");
-        refused(r)
-    })?;
+    keys.verify(&signed, &body, now_ms.div_euclid(1000), cfg.tolerance_s)
+        .map_err(|r| {
+            tracing::warn!(msg_id = signed.id, reason = r.code(), "webhook refused");
+            refused(r)
+        })?;
 
     let payload_invalid = |why: &str| {
         reject("payload_invalid");
@@ -93,7 +95,12 @@ pub(super) async fn receive(
     let event_ts = match envelope.timestamp {
         Some(t) if t < 100_000_000_000 => t.saturating_mul(1000),
         Some(t) => t,
-        None => signed.timestamp.trim().parse::<i64>().unwrap_or(0) * 1000,
+        None => signed
+            .timestamp
+            .trim()
+            .parse::<i64>()
+            .unwrap_or(0)
+            .saturating_mul(1000),
     };
     let inserted = state
         .store

@@ -2,7 +2,9 @@
 //! purge a state.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
+
+use crate::http::{Path, Query};
 use serde::Deserialize;
 use serde_json::{Value, json};
 

@@ -80,14 +80,15 @@ impl SigningKeys {
         msg: &SignedHeaders<'_>,
         body: &[u8],
         now_s: i64,
-        tolerance_s: i64,
+        tolerance_s: u64,
     ) -> Result<(), Rejection> {
         let ts: i64 = msg
             .timestamp
             .trim()
             .parse()
             .map_err(|_| Rejection::HeadersInvalid)?;
-        if (now_s - ts).abs() > tolerance_s {
+        // `abs_diff`: `now - ts` overflows for a timestamp near `i64::MIN`.
+        if now_s.abs_diff(ts) > tolerance_s {
             return Err(Rejection::TimestampOutOfRange);
         }
         let candidates: Vec<Vec<u8>> = msg

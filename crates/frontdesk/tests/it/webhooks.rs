@@ -245,6 +245,31 @@ async fn an_official_vector_passes_the_endpoints_verification_at_its_own_time() 
     app.stop().await;
 }
 
+/// `now - ts` overflows i64 for a timestamp 2^63 s in the past: a correctly signed
+/// message so stamped was accepted by release builds and panicked debug builds.
+#[tokio::test]
+async fn a_signed_timestamp_2_pow_63_seconds_old_is_refused_not_a_panic() {
+    let (db, _dir) = store_url(Db::Pg).await;
+    let clock = ManualClock::new(T0_MS);
+    let app = start(&db, clock.clone(), |_| {}).await;
+    let c = support::http();
+    let now_s = (T0_MS / 1000) as i64;
+    let body = envelope("user.updated", user_json("user_old", "Old", 5), T0_MS);
+    for ts in [now_s.wrapping_add(i64::MIN), i64::MIN, i64::MAX] {
+        let (status, err) = send(&c, &app.edge, SECRET, "msg_2pow63", ts, &body).await;
+        assert_eq!(
+            (status, err["code"].as_str()),
+            (401, Some("webhook_timestamp_out_of_range")),
+            "ts {ts}"
+        );
+    }
+    assert_eq!(inbox_count(&app).await, 0);
+    // The process is alive and still accepts a good message.
+    let (status, _) = send(&c, &app.edge, SECRET, "msg_now", now_s, &body).await;
+    assert_eq!(status, 200);
+    app.stop().await;
+}
+
 async fn refusals(db: Db) {
     let (url, _dir) = store_url(db).await;
     let clock = ManualClock::new(T0_MS);
