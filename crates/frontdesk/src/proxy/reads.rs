@@ -8,8 +8,6 @@ use std::time::Duration;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures::FutureExt;
-use futures::future::{BoxFuture, Shared};
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 
@@ -17,7 +15,8 @@ use super::{X_CACHE, json_response, relay, upstream_error_response};
 use crate::bus::{Bus, BusEvent};
 use crate::clock::SharedClock;
 use crate::config::CacheConfig;
-use crate::upstream::{ClerkClient, UpstreamError, UpstreamRequest, UpstreamResponse, urlencode};
+use crate::singleflight::SingleFlight;
+use crate::upstream::{ClerkClient, UpstreamError, UpstreamRequest, UpstreamResponse};
 
 type FetchResult = Result<UpstreamResponse, UpstreamError>;
 use crate::users::{Source, UserCache};
@@ -33,7 +32,7 @@ pub struct ReadCache {
     /// Per resource namespace (`users`, `organizations`, …): part of every key, so a
     /// write voids all of its namespace's reads in O(1).
     versions: Mutex<HashMap<String, u64>>,
-    inflight: Mutex<HashMap<String, Shared<BoxFuture<'static, FetchResult>>>>,
+    inflight: SingleFlight<String, FetchResult>,
     config: CacheConfig,
     clock: SharedClock,
 }
@@ -49,7 +48,11 @@ impl ReadCache {
                 .time_to_live(retention)
                 .build(),
             versions: Mutex::new(HashMap::new()),
-            inflight: Mutex::new(HashMap::new()),
+            inflight: SingleFlight::new(|e| {
+                Err(UpstreamError::Unavailable(format!(
+                    "proxy task failed: {e}"
+                )))
+            }),
             config,
             clock,
         }
@@ -167,38 +170,16 @@ impl ReadCache {
 
     /// One upstream call per key at a time; concurrent callers share its answer.
     async fn fetch(
-        self: &Arc<Self>,
+        &self,
         client: &Arc<ClerkClient>,
         key: &str,
         req: UpstreamRequest,
     ) -> Result<UpstreamResponse, UpstreamError> {
-        let fut = {
-            let mut inflight = self.inflight.lock();
-            if let Some(f) = inflight.get(key) {
-                f.clone()
-            } else {
-                let client = client.clone();
-                let this = self.clone();
-                let owned_key = key.to_string();
-                let task = tokio::spawn(async move {
-                    let result = client.send(req).await;
-                    this.inflight.lock().remove(&owned_key);
-                    result
-                });
-                let fut = async move {
-                    task.await.unwrap_or_else(|e| {
-                        Err(UpstreamError::Unavailable(format!(
-                            "proxy task failed: {e}"
-                        )))
-                    })
-                }
-                .boxed()
-                .shared();
-                inflight.insert(key.to_string(), fut.clone());
-                fut
-            }
-        };
-        fut.await
+        let client = client.clone();
+        let (flight, _) = self
+            .inflight
+            .load(key, move || async move { client.send(req).await });
+        flight.await
     }
 }
 
@@ -212,11 +193,9 @@ pub fn normalize_query(query: &str) -> String {
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
     pairs.sort();
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
-        .collect::<Vec<_>>()
-        .join("&")
+    form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish()
 }
 
 /// `GET /v1/users?user_id=…` answered from the user cache when the query asks only
