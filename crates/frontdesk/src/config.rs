@@ -215,6 +215,10 @@ pub struct CacheConfig {
     pub batch_max_wait_ms: u64,
     /// Ids per list call (Clerk accepts at most 100). `FRONTDESK_CACHE__BATCH_MAX`.
     pub batch_max: usize,
+    /// User look-ups waiting for Clerk at once (queued or in a list call being sent);
+    /// past it, a look-up that needs Clerk is refused at once with a 503 instead of
+    /// queueing without bound. `FRONTDESK_CACHE__BATCH_QUEUE_MAX`.
+    pub batch_queue_max: usize,
     /// Freshness of other proxied Backend API reads (lists, counts, organizations).
     /// `FRONTDESK_CACHE__PROXY_TTL_MS`.
     pub proxy_ttl_ms: u64,
@@ -317,6 +321,7 @@ impl Default for Config {
                 batch_window_ms: 2,
                 batch_max_wait_ms: 10,
                 batch_max: 100,
+                batch_queue_max: 10_000,
                 proxy_ttl_ms: 30_000,
                 jwks_ttl_ms: 3_600_000,
                 proxy_max_entries: 10_000,
