@@ -28,7 +28,7 @@ use axum::routing::any;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-pub use reads::ReadCache;
+pub use reads::{ReadCache, ReadKey, normalize_query};
 
 use crate::app::AppState;
 use crate::upstream::{UpstreamError, UpstreamRequest, UpstreamResponse};

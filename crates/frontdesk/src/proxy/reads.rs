@@ -28,11 +28,11 @@ struct Cached {
 }
 
 pub struct ReadCache {
-    entries: moka::future::Cache<String, Cached>,
+    entries: moka::future::Cache<ReadKey, Cached>,
     /// Per resource namespace (`users`, `organizations`, …): part of every key, so a
     /// write voids all of its namespace's reads in O(1).
     versions: Mutex<HashMap<String, u64>>,
-    inflight: SingleFlight<String, FetchResult>,
+    inflight: SingleFlight<ReadKey, FetchResult>,
     config: CacheConfig,
     clock: SharedClock,
 }
@@ -87,19 +87,10 @@ impl ReadCache {
         api_version: Option<String>,
         secret: &str,
     ) -> Response {
-        let ns = path
-            .trim_start_matches("/v1/")
-            .split('/')
-            .next()
-            .unwrap_or("");
-        let normalized = normalize_query(query);
-        // The secret-key scope is a hash: keys are printable in debugging, secrets not.
-        let scope = hex8(&Sha256::digest(secret.as_bytes()));
-        let key = format!(
-            "{scope}|{}|{ns}@{}|{path}?{normalized}",
-            api_version.as_deref().unwrap_or("-"),
-            self.version(ns)
-        );
+        let mut key = ReadKey::new(secret, api_version.as_deref(), path, query);
+        key.version = self.version(&key.namespace);
+        let ns = key.namespace.clone();
+        let normalized = key.query.clone();
         let now = self.clock.now_ms();
         let previous = self.entries.get(&key).await;
         if let Some(c) = &previous {
@@ -123,12 +114,12 @@ impl ReadCache {
             api_version,
             ..UpstreamRequest::get(path_and_query)
         };
-        let version = self.version(ns);
+        let version = key.version;
         match self.fetch(client, &key, req).await {
             Ok(resp) if resp.status == StatusCode::OK => {
                 // A write may have bumped the namespace while we fetched: do not
                 // cache an answer that may predate it.
-                if self.version(ns) == version {
+                if self.version(&ns) == version {
                     self.entries
                         .insert(
                             key,
@@ -172,7 +163,7 @@ impl ReadCache {
     async fn fetch(
         &self,
         client: &Arc<ClerkClient>,
-        key: &str,
+        key: &ReadKey,
         req: UpstreamRequest,
     ) -> Result<UpstreamResponse, UpstreamError> {
         let client = client.clone();
@@ -183,8 +174,45 @@ impl ReadCache {
     }
 }
 
-fn hex8(bytes: &[u8]) -> String {
-    bytes.iter().take(8).map(|b| format!("{b:02x}")).collect()
+/// What one cached read is keyed by. A struct rather than a joined string, so no
+/// `|` or `?` in a header or path can make two different reads share an entry.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ReadKey {
+    /// The first 8 bytes of the SHA-256 of the secret key: reads of different Clerk
+    /// instances never mix, and no secret is kept in a key.
+    pub scope: [u8; 8],
+    /// `Clerk-API-Version` as the client sent it.
+    pub api_version: Option<String>,
+    /// The resource namespace (`users`, `organizations`, …): the path's first segment.
+    pub namespace: String,
+    /// The namespace's version when the key was made (see [`ReadCache::bump`]).
+    pub version: u64,
+    pub path: String,
+    /// The query, [normalized](normalize_query).
+    pub query: String,
+}
+
+impl ReadKey {
+    /// The key of a read at namespace version 0.
+    pub fn new(secret: &str, api_version: Option<&str>, path: &str, query: &str) -> Self {
+        let digest = Sha256::digest(secret.as_bytes());
+        let mut scope = [0u8; 8];
+        scope.copy_from_slice(&digest[..8]);
+        let namespace = path
+            .trim_start_matches("/v1/")
+            .split('/')
+            .next()
+            .unwrap_or("")
+            .to_string();
+        Self {
+            scope,
+            api_version: api_version.map(str::to_string),
+            namespace,
+            version: 0,
+            path: path.to_string(),
+            query: normalize_query(query),
+        }
+    }
 }
 
 /// Query pairs decoded, sorted and re-encoded, so `b=2&a=1` and `a=1&b=2` share a key.
