@@ -515,6 +515,12 @@ impl Config {
                 reason: "must be between 1 and 100 (Clerk's limit per list call)".into(),
             });
         }
+        if self.cache.batch_queue_max < self.cache.batch_max {
+            return Err(ConfigError::Invalid {
+                key: "cache.batch_queue_max",
+                reason: "must be at least cache.batch_max".into(),
+            });
+        }
         if !(0.0..=1.0).contains(&self.cache.ttl_jitter) {
             return Err(ConfigError::Invalid {
                 key: "cache.ttl_jitter",

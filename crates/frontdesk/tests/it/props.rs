@@ -556,3 +556,108 @@ fn every_setting_has_an_environment_name() {
     assert!(names.contains("FRONTDESK_CACHE__BATCH_QUEUE_MAX"));
     assert!(names.contains("CLERK_SECRET_KEY"));
 }
+
+// ---------------------------------------------------------------- over HTTP
+
+/// Untrusted tokens and webhook messages sent to a running instance: every one is
+/// refused with a JSON body carrying a documented code, none reaches Clerk's user
+/// API or the inbox, and the instance still answers afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untrusted_requests_get_json_codes_and_the_service_stays_up() {
+    use frontdesk::config::Secret;
+    use proptest::test_runner::TestRunner;
+
+    let (_emu, running) = crate::support::emulator(1).await;
+    let app = crate::support::app_with(&running, None, frontdesk::clock::system(), |c| {
+        c.clerk.webhook_signing_secret = Some(Secret::new(SECRET));
+    })
+    .await;
+    let handle = tokio::runtime::Handle::current();
+    let http = app.http.clone();
+    let edge = app.edge.clone();
+    let header_value = || {
+        prop_oneof![
+            "[ -~]{0,120}",
+            untrusted_token().prop_map(|t| format!("Bearer {t}")),
+            untrusted_token().prop_map(|t| format!("__session={t}")),
+        ]
+    };
+    // What a header can carry at all: no control characters.
+    let sendable = |s: String| -> String {
+        s.chars()
+            .filter(|c| *c == '\t' || (*c >= ' ' && *c != '\u{7f}'))
+            .collect()
+    };
+    let strategy = (
+        header_value().prop_map(sendable),
+        prop::option::of("[ -~]{0,40}"),
+        prop::option::of(prop_oneof![
+            any::<i64>().prop_map(|t| t.to_string()),
+            "[ -~]{0,20}"
+        ]),
+        prop::option::of("[ -~]{0,120}"),
+        prop::collection::vec(any::<u8>(), 0..256),
+    );
+    let mut runner = TestRunner::new(ProptestConfig { cases: 64, ..cfg() });
+    let result = tokio::task::block_in_place(|| {
+        runner.run(&strategy, |(auth, id, ts, sig, body)| {
+            handle.block_on(async {
+                let me = http
+                    .get(format!("{edge}/_frontdesk/me"))
+                    .header("authorization", auth.as_str())
+                    .header("cookie", auth.as_str())
+                    .send()
+                    .await
+                    .unwrap();
+                let status = me.status().as_u16();
+                let json: Value = me.json().await.unwrap();
+                let code = json["code"].as_str().unwrap_or_default().to_string();
+                prop_assert!(
+                    (status == 401 || status == 503) && TokenError::CODES.contains(&code.as_str()),
+                    "/me answered {status} {json}"
+                );
+
+                let mut req = http
+                    .post(format!("{edge}/_frontdesk/webhooks/clerk"))
+                    .header("content-type", "application/json")
+                    .body(body);
+                for (name, value) in [
+                    ("svix-id", &id),
+                    ("svix-timestamp", &ts),
+                    ("svix-signature", &sig),
+                ] {
+                    if let Some(v) = value {
+                        req = req.header(name, v.as_str());
+                    }
+                }
+                let hook = req.send().await.unwrap();
+                let status = hook.status().as_u16();
+                let json: Value = hook.json().await.unwrap();
+                let code = json["code"].as_str().unwrap_or_default();
+                prop_assert!(
+                    (status == 400 || status == 401) && code.starts_with("webhook_"),
+                    "the webhook endpoint answered {status} {json}"
+                );
+                Ok(())
+            })
+        })
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    let inbox = http
+        .get(format!("{}/v1/webhooks", app.api))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(inbox.status(), 200);
+    let inbox: Value = inbox.json().await.unwrap();
+    assert_eq!(inbox["items"].as_array().unwrap().len(), 0, "{inbox}");
+    let ready = http
+        .get(format!("{}/readyz", app.api))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    app.stop().await;
+}
