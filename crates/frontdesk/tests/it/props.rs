@@ -600,47 +600,50 @@ async fn untrusted_requests_get_json_codes_and_the_service_stays_up() {
     );
     let mut runner = TestRunner::new(ProptestConfig { cases: 64, ..cfg() });
     let result = tokio::task::block_in_place(|| {
-        runner.run(&strategy, |(auth, id, ts, sig, body)| {
-            handle.block_on(async {
-                let me = http
-                    .get(format!("{edge}/_frontdesk/me"))
-                    .header("authorization", auth.as_str())
-                    .header("cookie", auth.as_str())
-                    .send()
-                    .await
-                    .unwrap();
-                let status = me.status().as_u16();
-                let json: Value = me.json().await.unwrap();
-                let code = json["code"].as_str().unwrap_or_default().to_string();
-                prop_assert!(
-                    (status == 401 || status == 503) && TokenError::CODES.contains(&code.as_str()),
-                    "/me answered {status} {json}"
-                );
+        runner
+            .run(&strategy, |(auth, id, ts, sig, body)| {
+                handle.block_on(async {
+                    let me = http
+                        .get(format!("{edge}/_frontdesk/me"))
+                        .header("authorization", auth.as_str())
+                        .header("cookie", auth.as_str())
+                        .send()
+                        .await
+                        .unwrap();
+                    let status = me.status().as_u16();
+                    let json: Value = me.json().await.unwrap();
+                    let code = json["code"].as_str().unwrap_or_default().to_string();
+                    prop_assert!(
+                        (status == 401 || status == 503)
+                            && TokenError::CODES.contains(&code.as_str()),
+                        "/me answered {status} {json}"
+                    );
 
-                let mut req = http
-                    .post(format!("{edge}/_frontdesk/webhooks/clerk"))
-                    .header("content-type", "application/json")
-                    .body(body);
-                for (name, value) in [
-                    ("svix-id", &id),
-                    ("svix-timestamp", &ts),
-                    ("svix-signature", &sig),
-                ] {
-                    if let Some(v) = value {
-                        req = req.header(name, v.as_str());
+                    let mut req = http
+                        .post(format!("{edge}/_frontdesk/webhooks/clerk"))
+                        .header("content-type", "application/json")
+                        .body(body);
+                    for (name, value) in [
+                        ("svix-id", &id),
+                        ("svix-timestamp", &ts),
+                        ("svix-signature", &sig),
+                    ] {
+                        if let Some(v) = value {
+                            req = req.header(name, v.as_str());
+                        }
                     }
-                }
-                let hook = req.send().await.unwrap();
-                let status = hook.status().as_u16();
-                let json: Value = hook.json().await.unwrap();
-                let code = json["code"].as_str().unwrap_or_default();
-                prop_assert!(
-                    (status == 400 || status == 401) && code.starts_with("webhook_"),
-                    "the webhook endpoint answered {status} {json}"
-                );
-                Ok(())
+                    let hook = req.send().await.unwrap();
+                    let status = hook.status().as_u16();
+                    let json: Value = hook.json().await.unwrap();
+                    let code = json["code"].as_str().unwrap_or_default();
+                    prop_assert!(
+                        (status == 400 || status == 401) && code.starts_with("webhook_"),
+                        "the webhook endpoint answered {status} {json}"
+                    );
+                    Ok(())
+                })
             })
-        })
+            .map_err(|e| e.to_string())
     });
     if let Err(e) = result {
         panic!("{e}");
