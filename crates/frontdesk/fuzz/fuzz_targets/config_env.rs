@@ -42,7 +42,10 @@ fuzz_target!(|data: &[u8]| {
             continue;
         };
         let name = NAMES[usize::from(i) % NAMES.len()];
-        env.push((name.to_string(), String::from_utf8_lossy(value).into_owned()));
+        env.push((
+            name.to_string(),
+            String::from_utf8_lossy(value).into_owned(),
+        ));
     }
     if let Err(e) = Config::load_from(None, &env) {
         assert!(e.to_string().starts_with("configuration: "));

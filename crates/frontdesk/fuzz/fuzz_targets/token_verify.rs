@@ -32,7 +32,9 @@ fn fx() -> &'static Fx {
             ManualClock::new(1_900_000_000_000),
         )
         .unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         Fx { rt, verifier }
     })
 }
