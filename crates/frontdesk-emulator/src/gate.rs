@@ -9,6 +9,7 @@ use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use rand::RngExt;
+use subtle::ConstantTimeEq;
 
 use crate::Emulator;
 use crate::errors::ApiError;
@@ -69,14 +70,7 @@ fn authorized(emu: &Emulator, req: &Request) -> bool {
     let scheme = parts.next().unwrap_or("");
     let token = parts.next().unwrap_or("").trim();
     scheme.eq_ignore_ascii_case("bearer")
-        && constant_time_eq(token.as_bytes(), emu.secret_key().as_bytes())
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        && bool::from(token.as_bytes().ct_eq(emu.secret_key().as_bytes()))
 }
 
 /// Unknown `/v1` paths: Clerk's 404.

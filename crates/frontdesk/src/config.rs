@@ -250,6 +250,10 @@ pub struct CacheConfig {
     pub batch_max_wait_ms: u64,
     /// Ids per list call (Clerk accepts at most 100). `FRONTDESK_CACHE__BATCH_MAX`.
     pub batch_max: usize,
+    /// User look-ups waiting for Clerk at once (queued or in a list call being sent);
+    /// past it, a look-up that needs Clerk is refused at once with a 503 instead of
+    /// queueing without bound. `FRONTDESK_CACHE__BATCH_QUEUE_MAX`.
+    pub batch_queue_max: usize,
     /// Freshness of other proxied Backend API reads (lists, counts, organizations).
     /// `FRONTDESK_CACHE__PROXY_TTL_MS`.
     pub proxy_ttl_ms: u64,
@@ -364,6 +368,7 @@ impl Default for Config {
                 batch_window_ms: 2,
                 batch_max_wait_ms: 10,
                 batch_max: 100,
+                batch_queue_max: 10_000,
                 proxy_ttl_ms: 30_000,
                 jwks_ttl_ms: 3_600_000,
                 proxy_max_entries: 10_000,
@@ -583,6 +588,12 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "upstream.expected_instances",
                 reason: "must be at least 1".into(),
+            });
+        }
+        if self.cache.batch_queue_max < self.cache.batch_max {
+            return Err(ConfigError::Invalid {
+                key: "cache.batch_queue_max",
+                reason: "must be at least cache.batch_max".into(),
             });
         }
         if !(0.0..=1.0).contains(&self.cache.ttl_jitter) {

@@ -19,6 +19,7 @@ pub mod json;
 pub mod ops;
 pub mod proxy;
 pub mod redis_link;
+pub mod singleflight;
 pub mod store;
 pub mod telemetry;
 pub mod tokens;

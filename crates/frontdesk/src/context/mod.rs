@@ -10,13 +10,9 @@
 pub mod api;
 pub mod roles;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::FutureExt;
-use futures::future::{BoxFuture, Shared};
-use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
@@ -28,6 +24,7 @@ use crate::config::ContextConfig;
 use crate::error::{Error, Result};
 use crate::generations::Generations;
 use crate::redis_link::RedisLink;
+use crate::singleflight::{Flight, SingleFlight};
 use crate::store::{Ensured, LocalUser, Profile, Store};
 use crate::users::UserCache;
 
@@ -113,7 +110,8 @@ pub enum Resolved {
 
 /// Shared provisioning of one user: concurrent first requests on this instance wait
 /// for one run (across instances the store's `ON CONFLICT` makes them converge).
-type Provisioning = Shared<BoxFuture<'static, Result<(Arc<Context>, Ensured), Arc<Error>>>>;
+type Provisioning = Flight<ProvisionResult>;
+type ProvisionResult = Result<(Arc<Context>, Ensured), Arc<Error>>;
 
 #[derive(Clone)]
 pub struct ContextService(Arc<Inner>);
@@ -125,7 +123,7 @@ struct Inner {
     /// Knows which L2 keys have an invalidation still on its way to Redis.
     bus: Arc<Bus>,
     l1: moka::sync::Cache<String, Cached>,
-    inflight: Mutex<HashMap<String, Provisioning>>,
+    inflight: SingleFlight<String, ProvisionResult>,
     /// Per-user invalidation generations (see `generations.rs`).
     generations: Generations,
     config: ContextConfig,
@@ -151,7 +149,11 @@ impl ContextService {
             redis,
             bus,
             l1,
-            inflight: Mutex::new(HashMap::new()),
+            inflight: SingleFlight::new(|e| {
+                Err(Arc::new(Error::Internal(anyhow::anyhow!(
+                    "provisioning task failed: {e}"
+                ))))
+            }),
             generations: Generations::default(),
             config,
             clock,
@@ -197,33 +199,15 @@ impl ContextService {
     }
 
     fn provision(&self, clerk_id: &str) -> Provisioning {
-        let mut inflight = self.0.inflight.lock();
-        if let Some(p) = inflight.get(clerk_id) {
-            return p.clone();
-        }
         let this = self.clone();
         let key = clerk_id.to_string();
         // The run carries the span of the request that started it, so its log lines
         // (profile_created, …) have that request's id.
-        let task = tokio::spawn(
-            async move {
-                let result = this.provision_uncoalesced(&key).await.map_err(Arc::new);
-                this.0.inflight.lock().remove(&key);
-                result
-            }
-            .instrument(tracing::Span::current()),
-        );
-        let fut = async move {
-            task.await.unwrap_or_else(|e| {
-                Err(Arc::new(Error::Internal(anyhow::anyhow!(
-                    "provisioning task failed: {e}"
-                ))))
-            })
-        }
-        .boxed()
-        .shared();
-        inflight.insert(clerk_id.to_string(), fut.clone());
-        fut
+        let run = move || {
+            async move { this.provision_uncoalesced(&key).await.map_err(Arc::new) }
+                .instrument(tracing::Span::current())
+        };
+        self.0.inflight.load(clerk_id, run).0
     }
 
     async fn provision_uncoalesced(&self, clerk_id: &str) -> Result<(Arc<Context>, Ensured)> {

@@ -30,7 +30,7 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 
 pub use path::{ProxyPath, is_clerk_id};
-pub use reads::ReadCache;
+pub use reads::{ReadCache, ReadKey, normalize_query};
 
 use crate::app::AppState;
 use crate::upstream::{UpstreamError, UpstreamRequest, UpstreamResponse};

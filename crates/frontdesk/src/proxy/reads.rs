@@ -8,8 +8,6 @@ use std::time::Duration;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures::FutureExt;
-use futures::future::{BoxFuture, Shared};
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 
@@ -17,7 +15,8 @@ use super::{X_CACHE, json_response, relay, upstream_error_response};
 use crate::bus::{Bus, BusEvent};
 use crate::clock::SharedClock;
 use crate::config::CacheConfig;
-use crate::upstream::{ClerkClient, UpstreamError, UpstreamRequest, UpstreamResponse, urlencode};
+use crate::singleflight::SingleFlight;
+use crate::upstream::{ClerkClient, UpstreamError, UpstreamRequest, UpstreamResponse};
 
 type FetchResult = Result<UpstreamResponse, UpstreamError>;
 use crate::users::{Source, UserCache};
@@ -29,11 +28,11 @@ struct Cached {
 }
 
 pub struct ReadCache {
-    entries: moka::future::Cache<String, Cached>,
+    entries: moka::future::Cache<ReadKey, Cached>,
     /// Per resource namespace (`users`, `organizations`, …): part of every key, so a
     /// write voids all of its namespace's reads in O(1).
     versions: Mutex<HashMap<String, u64>>,
-    inflight: Mutex<HashMap<String, Shared<BoxFuture<'static, FetchResult>>>>,
+    inflight: SingleFlight<ReadKey, FetchResult>,
     config: CacheConfig,
     clock: SharedClock,
 }
@@ -49,7 +48,11 @@ impl ReadCache {
                 .time_to_live(retention)
                 .build(),
             versions: Mutex::new(HashMap::new()),
-            inflight: Mutex::new(HashMap::new()),
+            inflight: SingleFlight::new(|e| {
+                Err(UpstreamError::Unavailable(format!(
+                    "proxy task failed: {e}"
+                )))
+            }),
             config,
             clock,
         }
@@ -85,14 +88,11 @@ impl ReadCache {
         api_version: Option<String>,
         secret: &str,
     ) -> Response {
-        let normalized = normalize_query(query);
-        // The secret-key scope is a hash: keys are printable in debugging, secrets not.
-        let scope = hex8(&Sha256::digest(secret.as_bytes()));
-        let key = format!(
-            "{scope}|{}|{ns}@{}|{path}?{normalized}",
-            api_version.as_deref().unwrap_or("-"),
-            self.version(ns)
-        );
+        let mut key = ReadKey::new(secret, api_version.as_deref(), path, query);
+        // The namespace comes from the validated path the caller parsed.
+        key.namespace = ns.to_string();
+        key.version = self.version(ns);
+        let ns = key.namespace.clone();
         let now = self.clock.now_ms();
         let previous = self.entries.get(&key).await;
         if let Some(c) = &previous {
@@ -117,12 +117,12 @@ impl ReadCache {
             api_version,
             ..UpstreamRequest::get(path_and_query)
         };
-        let version = self.version(ns);
+        let version = key.version;
         match self.fetch(client, &key, req).await {
             Ok(resp) if resp.status == StatusCode::OK => {
                 // A write may have bumped the namespace while we fetched: do not
                 // cache an answer that may predate it.
-                if self.version(ns) == version {
+                if self.version(&ns) == version {
                     self.entries
                         .insert(
                             key,
@@ -164,43 +164,58 @@ impl ReadCache {
 
     /// One upstream call per key at a time; concurrent callers share its answer.
     async fn fetch(
-        self: &Arc<Self>,
+        &self,
         client: &Arc<ClerkClient>,
-        key: &str,
+        key: &ReadKey,
         req: UpstreamRequest,
     ) -> Result<UpstreamResponse, UpstreamError> {
-        let fut = {
-            let mut inflight = self.inflight.lock();
-            if let Some(f) = inflight.get(key) {
-                f.clone()
-            } else {
-                let client = client.clone();
-                let this = self.clone();
-                let owned_key = key.to_string();
-                let task = tokio::spawn(async move {
-                    let result = client.send(req).await;
-                    this.inflight.lock().remove(&owned_key);
-                    result
-                });
-                let fut = async move {
-                    task.await.unwrap_or_else(|e| {
-                        Err(UpstreamError::Unavailable(format!(
-                            "proxy task failed: {e}"
-                        )))
-                    })
-                }
-                .boxed()
-                .shared();
-                inflight.insert(key.to_string(), fut.clone());
-                fut
-            }
-        };
-        fut.await
+        let client = client.clone();
+        let (flight, _) = self
+            .inflight
+            .load(key, move || async move { client.send(req).await });
+        flight.await
     }
 }
 
-fn hex8(bytes: &[u8]) -> String {
-    bytes.iter().take(8).map(|b| format!("{b:02x}")).collect()
+/// What one cached read is keyed by. A struct rather than a joined string, so no
+/// `|` or `?` in a header or path can make two different reads share an entry.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ReadKey {
+    /// The first 8 bytes of the SHA-256 of the secret key: reads of different Clerk
+    /// instances never mix, and no secret is kept in a key.
+    pub scope: [u8; 8],
+    /// `Clerk-API-Version` as the client sent it.
+    pub api_version: Option<String>,
+    /// The resource namespace (`users`, `organizations`, …): the path's first segment.
+    pub namespace: String,
+    /// The namespace's version when the key was made (see [`ReadCache::bump`]).
+    pub version: u64,
+    pub path: String,
+    /// The query, [normalized](normalize_query).
+    pub query: String,
+}
+
+impl ReadKey {
+    /// The key of a read at namespace version 0.
+    pub fn new(secret: &str, api_version: Option<&str>, path: &str, query: &str) -> Self {
+        let digest = Sha256::digest(secret.as_bytes());
+        let mut scope = [0u8; 8];
+        scope.copy_from_slice(&digest[..8]);
+        let namespace = path
+            .trim_start_matches("/v1/")
+            .split('/')
+            .next()
+            .unwrap_or("")
+            .to_string();
+        Self {
+            scope,
+            api_version: api_version.map(str::to_string),
+            namespace,
+            version: 0,
+            path: path.to_string(),
+            query: normalize_query(query),
+        }
+    }
 }
 
 /// Query pairs decoded, sorted and re-encoded, so `b=2&a=1` and `a=1&b=2` share a key.
@@ -209,11 +224,9 @@ pub fn normalize_query(query: &str) -> String {
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
     pairs.sort();
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
-        .collect::<Vec<_>>()
-        .join("&")
+    form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish()
 }
 
 /// `GET /v1/users?user_id=…` answered from the user cache when the query asks only

@@ -1,23 +1,19 @@
 //! The tiered user cache. See the module header in `users/mod.rs`.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::FutureExt;
-use futures::future::{BoxFuture, Shared};
-use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
 
-use super::batcher::{self, BatchItem, BatchStats};
+use super::batcher::{self, BatchQueue, BatchStats};
 use crate::bus::{Bus, BusEvent, Overflow};
 use crate::clock::SharedClock;
 use crate::config::CacheConfig;
 use crate::generations::Generations;
 use crate::redis_link::RedisLink;
+use crate::singleflight::{Flight, SingleFlight};
 use crate::upstream::{ClerkClient, Endpoint, UpstreamError};
 
 /// A Clerk user as cached: Clerk's JSON byte for byte (what the proxy answers) and the
@@ -194,8 +190,8 @@ struct Inner {
     l1: moka::sync::Cache<String, Entry>,
     redis: Option<Arc<RedisLink>>,
     bus: Arc<Bus>,
-    batcher: mpsc::UnboundedSender<BatchItem>,
-    inflight: Mutex<HashMap<String, Shared<BoxFuture<'static, LoadResult>>>>,
+    batcher: BatchQueue,
+    inflight: SingleFlight<String, LoadResult>,
     /// Asked whether a load would wait (circuit open, paused, budget spent).
     client: Arc<ClerkClient>,
     /// Bumped per user by every invalidation; a load that started before one does
@@ -234,6 +230,7 @@ impl UserCache {
                 window: Duration::from_millis(config.batch_window_ms),
                 max_wait: Duration::from_millis(config.batch_max_wait_ms),
                 max: config.batch_max,
+                queue_max: config.batch_queue_max,
             },
             batch_stats.clone(),
         );
@@ -243,7 +240,9 @@ impl UserCache {
             redis,
             bus,
             batcher,
-            inflight: Mutex::new(HashMap::new()),
+            inflight: SingleFlight::new(|e| {
+                Err(UpstreamError::Unavailable(format!("load task failed: {e}")))
+            }),
             generations: Generations::default(),
             config,
             clock,
@@ -314,29 +313,18 @@ impl UserCache {
 
     /// The shared load of one user. The load runs as its own task, so it completes
     /// (and leaves the in-flight map) even if every caller gives up waiting.
-    fn load(&self, id: &str) -> Shared<BoxFuture<'static, LoadResult>> {
-        let mut inflight = self.0.inflight.lock();
-        if let Some(f) = inflight.get(id) {
-            self.0.counters.coalesced.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("frontdesk_user_cache_coalesced_total").increment(1);
-            return f.clone();
-        }
+    fn load(&self, id: &str) -> Flight<LoadResult> {
         let this = self.clone();
         let key = id.to_string();
-        let task = tokio::spawn(async move {
-            let result = this.load_uncoalesced(&key).await;
-            this.0.inflight.lock().remove(&key);
-            result
-        });
-        let fut = async move {
-            task.await.unwrap_or_else(|e| {
-                Err(UpstreamError::Unavailable(format!("load task failed: {e}")))
-            })
+        let (flight, joined) = self
+            .0
+            .inflight
+            .load(id, move || async move { this.load_uncoalesced(&key).await });
+        if joined {
+            self.0.counters.coalesced.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("frontdesk_user_cache_coalesced_total").increment(1);
         }
-        .boxed()
-        .shared();
-        inflight.insert(id.to_string(), fut.clone());
-        fut
+        flight
     }
 
     async fn load_uncoalesced(&self, id: &str) -> LoadResult {
@@ -348,12 +336,9 @@ impl UserCache {
             });
             return Ok((entry, Source::L2));
         }
-        let (tx, rx) = oneshot::channel();
-        inner
+        let raw = inner
             .batcher
-            .send((id.to_string(), tx))
-            .map_err(|_| UpstreamError::Unavailable("batcher stopped".into()))?;
-        let raw = rx
+            .submit(id)?
             .await
             .map_err(|_| UpstreamError::Unavailable("batch dropped".into()))??;
         inner

@@ -200,3 +200,13 @@ fn dev_mode_api_token_and_retention_come_from_the_environment() {
     let err = Config::load_from(None, &env(&[("FRONTDESK_API_TOKEN", "  ")])).unwrap_err();
     assert!(err.to_string().contains("api_token"), "{err}");
 }
+
+#[test]
+fn a_batch_queue_smaller_than_a_batch_is_refused() {
+    let err =
+        Config::load_from(None, &env(&[("FRONTDESK_CACHE__BATCH_QUEUE_MAX", "10")])).unwrap_err();
+    assert!(err.to_string().contains("cache.batch_queue_max"), "{err}");
+    let (c, _) =
+        Config::load_from(None, &env(&[("FRONTDESK_CACHE__BATCH_QUEUE_MAX", "500")])).unwrap();
+    assert_eq!(c.cache.batch_queue_max, 500);
+}

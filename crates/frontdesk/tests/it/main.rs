@@ -19,6 +19,7 @@ mod http;
 mod migrations;
 mod ops;
 mod proxy_paths;
+mod props;
 mod tokens;
 mod upstream;
 mod users;
