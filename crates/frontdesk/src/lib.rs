@@ -18,6 +18,7 @@ pub mod proxy;
 pub mod redis_link;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod tokens;
 pub mod upstream;
 pub mod users;

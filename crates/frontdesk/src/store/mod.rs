@@ -5,7 +5,6 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
 /// Runs the same statement on whichever pool the store has (each arm is typed for its
@@ -20,9 +19,11 @@ macro_rules! on_pool {
 }
 
 mod inbox;
+mod pg;
 mod users;
 
 pub use inbox::{ClaimedMessage, InboxItem, InboxState, InboxStats, NewInboxMessage};
+pub use pg::{PgStore, describe_connect_error, ssl_mode_of};
 pub use users::{Ensured, LocalUser, Profile, UserUpsert};
 
 use crate::error::{Error, Result};
@@ -32,7 +33,9 @@ static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/s
 
 #[derive(Debug, Clone)]
 pub enum Store {
-    Postgres(PgPool),
+    /// A Postgres pool; `&PgStore` is an sqlx executor, so statements are written for it
+    /// as for a pool (see `pg.rs` for what it does behind a transaction-mode pooler).
+    Postgres(PgStore),
     Sqlite(SqlitePool),
 }
 
@@ -44,16 +47,8 @@ impl Store {
     /// fails at start-up with a clear message.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let opts = PgConnectOptions::from_str(url)
-                .map_err(|e| anyhow::anyhow!("DATABASE_URL is not a valid Postgres URL: {e}"))?
-                .application_name("frontdesk");
-            let pool = PgPoolOptions::new()
-                .max_connections(max_connections)
-                .acquire_timeout(ACQUIRE_TIMEOUT)
-                .connect_with(opts)
-                .await
-                .map_err(Error::from)?;
-            Ok(Store::Postgres(pool))
+            let pg = PgStore::connect(url, max_connections, ACQUIRE_TIMEOUT).await?;
+            Ok(Store::Postgres(pg))
         } else {
             let opts = SqliteConnectOptions::from_str(url)
                 .map_err(|e| anyhow::anyhow!("DATABASE_URL is not a valid SQLite URL: {e}"))?
@@ -80,16 +75,21 @@ impl Store {
 
     /// Applies every pending migration of this backend. Returns how many were applied.
     pub async fn migrate(&self) -> Result<usize> {
-        // Before the first migration the bookkeeping table does not exist: none applied.
-        let applied_before = self.applied_migrations().await.map_or(0, |v| v.len());
-        let migrator = match self {
-            Store::Postgres(_) => &PG_MIGRATIONS,
-            Store::Sqlite(_) => &SQLITE_MIGRATIONS,
-        };
-        let result = on_pool!(self, |pool| migrator.run(pool).await);
-        result.map_err(|e| anyhow::anyhow!("migration failed: {e}"))?;
-        let total = migrator.iter().count();
-        Ok(total.saturating_sub(applied_before))
+        match self {
+            // Under one transaction-scoped advisory lock: a session lock (sqlx's own)
+            // does not survive a transaction-mode pooler.
+            Store::Postgres(pg) => pg.migrate(&PG_MIGRATIONS).await,
+            Store::Sqlite(pool) => {
+                // Before the first migration the bookkeeping table does not exist.
+                let applied_before = self.applied_migrations().await.map_or(0, |v| v.len());
+                SQLITE_MIGRATIONS
+                    .run(pool)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("migration failed: {e}"))?;
+                let total = SQLITE_MIGRATIONS.iter().count();
+                Ok(total.saturating_sub(applied_before))
+            }
+        }
     }
 
     /// Versions of the migrations applied so far, in order.
@@ -109,7 +109,16 @@ impl Store {
     }
 
     pub async fn close(&self) {
-        on_pool!(self, |pool| pool.close().await)
+        match self {
+            Store::Postgres(pg) => pg.pool().close().await,
+            Store::Sqlite(pool) => pool.close().await,
+        }
+    }
+
+    /// Whether statements go through a transaction-mode pooler (PgBouncer), for the
+    /// start-up log line.
+    pub fn behind_pooler(&self) -> bool {
+        matches!(self, Store::Postgres(pg) if pg.behind_pooler())
     }
 }
 

@@ -14,6 +14,7 @@ mod config;
 mod context;
 mod migrations;
 mod ops;
+mod tls;
 mod tokens;
 mod users;
 mod webhooks;
