@@ -97,6 +97,7 @@ fn describe_rustls(e: &rustls::Error) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
