@@ -138,6 +138,7 @@ impl App {
     }
 
     pub async fn build_with_clock(config: Config, clock: SharedClock) -> Result<Self> {
+        crate::tls::install_crypto_provider();
         let store = Store::connect_with(
             config.database_url.expose(),
             config.database_max_connections,
@@ -146,20 +147,41 @@ impl App {
         .await
         .map_err(|e| match e {
             Error::StoreUnavailable(inner) => anyhow::anyhow!(
-                "cannot connect to the store ({}): {inner}",
-                redact_url_kind(&config)
+                "cannot connect to the store ({}): {}",
+                redact_url_kind(&config),
+                crate::store::describe_connect_error(&inner)
             )
             .into(),
             other => other,
         })?;
+        if store.behind_pooler() {
+            tracing::info!(
+                "postgres behind a transaction-mode pooler: one transaction per statement, no statement cache"
+            );
+        }
         if config.migrate_on_start {
             let applied = store.migrate().await?;
             tracing::info!(store = store.kind(), applied, "migrations up to date");
         }
         let redis = match &config.redis_url {
             Some(url) => {
-                let link = Arc::new(RedisLink::new(url.expose(), &config.redis_prefix)?);
+                let link = Arc::new(RedisLink::new(
+                    url.expose(),
+                    &config.redis_prefix,
+                    config.redis.ca_file.as_deref(),
+                )?);
                 if !link.ping().await {
+                    // An outage is waited out; a TLS failure is a configuration error.
+                    if let Some(reason) = link.tls_failure() {
+                        return Err(anyhow::anyhow!("cannot connect to Redis: {reason}").into());
+                    }
+                    if link.speaks_plain_redis().await {
+                        return Err(anyhow::anyhow!(
+                            "cannot connect to Redis: {} (it answers plain redis://)",
+                            crate::tls::NOT_TLS
+                        )
+                        .into());
+                    }
                     tracing::warn!(
                         "redis is not reachable at start; serving without the shared tier until it is"
                     );

@@ -85,6 +85,8 @@ pub struct Config {
     /// Whether `/readyz` fails while Redis is unreachable. Off by default: Frontdesk
     /// keeps answering from L1 and Clerk without Redis. `FRONTDESK_READYZ_REQUIRE_REDIS`.
     pub readyz_require_redis: bool,
+    /// TLS to Redis (`rediss://` URLs).
+    pub redis: RedisConfig,
     /// Log format: `json` (one object per line) or `pretty`. `FRONTDESK_LOG_FORMAT`.
     pub log_format: LogFormat,
     /// Log filter in `tracing` syntax, e.g. `info,frontdesk=debug`. `FRONTDESK_LOG`.
@@ -159,6 +161,16 @@ pub struct WebhooksConfig {
     /// How often the purge of expired `done` messages runs, in ms.
     /// `FRONTDESK_WEBHOOKS__PURGE_INTERVAL_MS`.
     pub purge_interval_ms: u64,
+}
+
+/// TLS to Redis.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// PEM file of the CA that signed a `rediss://` server's certificate, for a private
+    /// CA. Unset: the platform's roots (which honour `SSL_CERT_FILE`).
+    /// `FRONTDESK_REDIS__CA_FILE`.
+    pub ca_file: Option<String>,
 }
 
 /// Request context and first-login provisioning.
@@ -324,6 +336,7 @@ impl Default for Config {
             redis_url: None,
             redis_prefix: "frontdesk:".into(),
             readyz_require_redis: false,
+            redis: RedisConfig { ca_file: None },
             log_format: LogFormat::Json,
             log: "info".into(),
             access_log: true,
@@ -483,6 +496,7 @@ impl Config {
                     .map_err(|e| ConfigError::Parse(format!("{name} must be JSON: {e}")))?;
                 Value::serialize(&json).map_err(|e| ConfigError::Parse(format!("{name}: {e}")))?
             } else if key == "database_url"
+                || key.ends_with("_file")
                 || key.ends_with("secret")
                 || key.ends_with("_token")
                 || key.ends_with("_key")

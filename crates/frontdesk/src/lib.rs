@@ -22,6 +22,7 @@ pub mod redis_link;
 pub mod singleflight;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod tokens;
 pub mod upstream;
 pub mod users;

@@ -23,6 +23,9 @@ pub struct RedisLink {
     conn: ConnectionManager,
     prefix: String,
     up: AtomicBool,
+    /// Why the last command failed, when it was a TLS failure (a configuration error,
+    /// not an outage): start-up stops on it and `/readyz` shows it.
+    tls_failure: parking_lot::Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for RedisLink {
@@ -38,9 +41,24 @@ impl std::fmt::Debug for RedisLink {
 impl RedisLink {
     /// Prepares the connection without waiting for Redis: Frontdesk starts (and keeps
     /// serving from L1) while Redis is down, and connects when it comes back.
-    pub fn new(url: &str, prefix: &str) -> Result<Self> {
-        let client = redis::Client::open(url)
-            .map_err(|e| anyhow::anyhow!("REDIS_URL is not a valid Redis URL: {:?}", e.kind()))?;
+    ///
+    /// `rediss://` verifies the server against `ca_file` when given, else against the
+    /// platform's roots (rustls-native-certs, which honours `SSL_CERT_FILE`).
+    pub fn new(url: &str, prefix: &str, ca_file: Option<&str>) -> Result<Self> {
+        let client = match ca_file {
+            Some(path) if url.starts_with("rediss://") => {
+                let pem = std::fs::read(path).map_err(|e| {
+                    anyhow::anyhow!("cannot read the Redis CA file ([redis] ca_file) {path}: {e}")
+                })?;
+                let certs = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                };
+                redis::Client::build_with_tls(url, certs)
+            }
+            _ => redis::Client::open(url),
+        }
+        .map_err(|e| anyhow::anyhow!("REDIS_URL is not a valid Redis URL: {:?}", e.kind()))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
@@ -53,6 +71,7 @@ impl RedisLink {
             conn,
             prefix: prefix.to_string(),
             up: AtomicBool::new(false),
+            tls_failure: parking_lot::Mutex::new(None),
         })
     }
 
@@ -86,15 +105,50 @@ impl RedisLink {
     /// back on the first success.
     pub fn record<T>(&self, result: &redis::RedisResult<T>) {
         let ok = result.is_ok();
+        *self.tls_failure.lock() = result.as_ref().err().and_then(|e| crate::tls::describe(e));
         let was = self.up.swap(ok, Ordering::Relaxed);
         if was != ok {
             if ok {
                 tracing::info!("redis reachable again");
+            } else if let Some(reason) = self.tls_failure() {
+                tracing::warn!(
+                    reason,
+                    "redis TLS failed; continuing without the shared tier"
+                );
             } else if let Err(e) = result {
                 tracing::warn!(error_kind = ?e.kind(), "redis unreachable; continuing without the shared tier");
             }
         }
         metrics::gauge!("frontdesk_redis_up").set(if ok { 1.0 } else { 0.0 });
+    }
+
+    /// Why Redis last failed, when that was a TLS failure (one line, no URL).
+    pub fn tls_failure(&self) -> Option<String> {
+        self.tls_failure.lock().clone()
+    }
+
+    /// For a `rediss://` URL whose server did not complete a TLS handshake: whether it
+    /// answers plain-text Redis instead (a `redis://` server behind a `rediss://` URL
+    /// waits silently for more of what it takes for a command, so the TLS attempt
+    /// only times out). One short probe, made at start-up only.
+    pub async fn speaks_plain_redis(&self) -> bool {
+        let redis::ConnectionAddr::TcpTls { host, port, .. } =
+            self.client.get_connection_info().addr()
+        else {
+            return false;
+        };
+        let probe = async {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut tcp = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
+            tcp.write_all(b"PING\r\n").await?;
+            let mut buf = [0u8; 1];
+            tcp.read_exact(&mut buf).await?;
+            Ok::<_, std::io::Error>(buf[0] == b'+' || buf[0] == b'-')
+        };
+        matches!(
+            tokio::time::timeout(CONNECT_TIMEOUT, probe).await,
+            Ok(Ok(true))
+        )
     }
 
     /// A round trip, for readiness and the health loop.

@@ -29,17 +29,25 @@ async fn healthz() -> Json<serde_json::Value> {
 /// when `readyz_require_redis` is set: without Redis, Frontdesk keeps serving from its
 /// in-process tier, so pulling the instance out of rotation would make things worse.
 async fn readyz(State(state): State<AppState>) -> Response {
+    let mut store_reason = None;
     let store_ok = match state.store.ping().await {
         Ok(()) => true,
         Err(e) => {
             tracing::warn!(error = %e, "readiness: store check failed");
+            if let crate::error::Error::StoreUnavailable(inner) = &e {
+                store_reason = Some(crate::store::describe_connect_error(inner));
+            }
             false
         }
     };
+    let mut redis_reason = None;
     let redis = match &state.redis {
         None => "disabled",
         Some(link) if link.ping().await => "up",
-        Some(_) => "down",
+        Some(link) => {
+            redis_reason = link.tls_failure();
+            "down"
+        }
     };
     let ready = store_ok && !(state.config.readyz_require_redis && redis == "down");
     let status = if ready {
@@ -47,13 +55,20 @@ async fn readyz(State(state): State<AppState>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = json!({
+    let mut body = json!({
         "status": if ready { "ready" } else { "unavailable" },
         "checks": {
             "store": {"kind": state.store.kind(), "status": if store_ok { "up" } else { "down" }},
             "redis": redis,
         }
     });
+    // Why a check is down, when that is known: the same line start-up would print.
+    if let Some(reason) = store_reason {
+        body["checks"]["store"]["reason"] = json!(reason);
+    }
+    if let Some(reason) = redis_reason {
+        body["checks"]["redis_reason"] = json!(reason);
+    }
     (status, Json(body)).into_response()
 }
 

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::Connection;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
 /// Runs `body` with the store's backend, unless the store is known down (then it fails
@@ -42,10 +42,12 @@ macro_rules! on_pool {
 }
 
 mod inbox;
+mod pg;
 mod revocations;
 mod users;
 
 pub use inbox::{ClaimedMessage, InboxItem, InboxState, InboxStats, NewInboxMessage};
+pub use pg::{PgStore, describe_connect_error, ssl_mode_of};
 pub use users::{Ensured, LocalUser, Profile, UserUpsert};
 
 use crate::error::{Error, Result};
@@ -62,7 +64,9 @@ pub struct Store {
 
 #[derive(Debug, Clone)]
 pub enum Backend {
-    Postgres(PgPool),
+    /// A Postgres pool; `&PgStore` is an sqlx executor, so statements are written for it
+    /// as for a pool (see `pg.rs` for what it does behind a transaction-mode pooler).
+    Postgres(PgStore),
     Sqlite(SqlitePool),
 }
 
@@ -100,19 +104,13 @@ impl Store {
         acquire_timeout: Duration,
     ) -> Result<Self> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let opts = PgConnectOptions::from_str(url)
-                .map_err(|e| anyhow::anyhow!("DATABASE_URL is not a valid Postgres URL: {e}"))?
-                .application_name("frontdesk");
-            let pool = PgPoolOptions::new()
-                .max_connections(max_connections)
-                .acquire_timeout(acquire_timeout)
-                .connect_with(opts.clone())
-                .await
-                .map_err(Error::from)?;
+            // The probe connects with the same options, outside the pool.
+            let (probe_opts, _) = pg::parse_url(url)?;
+            let pg = PgStore::connect(url, max_connections, acquire_timeout).await?;
             Ok(Store {
-                backend: Backend::Postgres(pool),
+                backend: Backend::Postgres(pg),
                 health: Arc::new(Health {
-                    probe: Some(opts),
+                    probe: Some(probe_opts),
                     ..Health::default()
                 }),
             })
@@ -216,16 +214,21 @@ impl Store {
 
     /// Applies every pending migration of this backend. Returns how many were applied.
     pub async fn migrate(&self) -> Result<usize> {
-        // Before the first migration the bookkeeping table does not exist: none applied.
-        let applied_before = self.applied_migrations().await.map_or(0, |v| v.len());
-        let migrator = match &self.backend {
-            Backend::Postgres(_) => &PG_MIGRATIONS,
-            Backend::Sqlite(_) => &SQLITE_MIGRATIONS,
-        };
-        let result = on_pool!(self, |pool| migrator.run(pool).await);
-        result.map_err(|e| anyhow::anyhow!("migration failed: {e}"))?;
-        let total = migrator.iter().count();
-        Ok(total.saturating_sub(applied_before))
+        match &self.backend {
+            // Under one transaction-scoped advisory lock: a session lock (sqlx's own)
+            // does not survive a transaction-mode pooler.
+            Backend::Postgres(pg) => self.observe(pg.migrate(&PG_MIGRATIONS).await),
+            Backend::Sqlite(pool) => {
+                // Before the first migration the bookkeeping table does not exist.
+                let applied_before = self.applied_migrations().await.map_or(0, |v| v.len());
+                SQLITE_MIGRATIONS
+                    .run(pool)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("migration failed: {e}"))?;
+                let total = SQLITE_MIGRATIONS.iter().count();
+                Ok(total.saturating_sub(applied_before))
+            }
+        }
     }
 
     /// Versions of the migrations applied so far, in order.
@@ -247,9 +250,15 @@ impl Store {
     pub async fn close(&self) {
         self.health.closed.store(true, Ordering::Relaxed);
         match &self.backend {
-            Backend::Postgres(pool) => pool.close().await,
+            Backend::Postgres(pg) => pg.pool().close().await,
             Backend::Sqlite(pool) => pool.close().await,
         }
+    }
+
+    /// Whether statements go through a transaction-mode pooler (PgBouncer), for the
+    /// start-up log line.
+    pub fn behind_pooler(&self) -> bool {
+        matches!(&self.backend, Backend::Postgres(pg) if pg.behind_pooler())
     }
 }
 

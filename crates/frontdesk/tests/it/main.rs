@@ -20,6 +20,7 @@ mod migrations;
 mod ops;
 mod proxy_paths;
 mod props;
+mod tls;
 mod tokens;
 mod upstream;
 mod users;

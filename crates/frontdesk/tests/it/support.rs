@@ -13,7 +13,37 @@ use frontdesk_emulator::{Emulator, EmulatorConfig, RunningEmulator};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-const HOW: &str = "run the tests with ./scripts/test, which starts Postgres and Redis";
+const HOW: &str = "run the tests with ./scripts/test, which starts Postgres and Redis \
+                   (plain, over TLS, and PgBouncer)";
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: {HOW}"))
+}
+
+/// Which Postgres a test runs on: the plain server, the TLS server (`verify-full`
+/// against the test ground's CA), or that TLS server through PgBouncer in transaction
+/// mode (TLS on both legs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pg {
+    Plain,
+    Tls,
+    Pooler,
+}
+
+/// The test ground's CA certificate (PEM file), which signed its TLS servers.
+pub fn tls_ca() -> String {
+    env("FRONTDESK_TEST_TLS_CA")
+}
+
+/// `rediss://` URL of the test ground's TLS Redis (its CA: [`tls_ca`]).
+pub fn redis_tls_url() -> String {
+    env("FRONTDESK_TEST_REDIS_TLS_URL")
+}
+
+/// Admin URL of the TLS Postgres (`sslmode=verify-full`).
+pub fn pg_tls_admin_url() -> String {
+    env("FRONTDESK_TEST_PG_TLS_URL")
+}
 
 pub fn pg_admin_url() -> String {
     std::env::var("FRONTDESK_TEST_DATABASE_URL")
@@ -32,18 +62,35 @@ pub fn unique() -> String {
 
 /// `url` with its database name replaced.
 pub fn with_database(url: &str, db: &str) -> String {
-    let (base, rest) = url.rsplit_once('/').expect("database URL has a path");
-    let query = rest
-        .split_once('?')
-        .map(|(_, q)| format!("?{q}"))
-        .unwrap_or_default();
+    // The query may hold paths (sslrootcert=/…): split it off first.
+    let (path, query) = url.split_once('?').unwrap_or((url, ""));
+    let (base, _) = path.rsplit_once('/').expect("database URL has a path");
+    let query = if query.is_empty() {
+        String::new()
+    } else {
+        format!("?{query}")
+    };
     format!("{base}/{db}{query}")
+}
+
+/// The database name of a Postgres URL.
+pub fn database_of(url: &str) -> String {
+    let path = url.split('?').next().unwrap_or(url);
+    path.rsplit_once('/').unwrap().1.to_string()
 }
 
 /// A fresh, empty Postgres database of this test's own. `scripts/test` drops leftovers
 /// (named `fdtest_*`) at the start of the next run.
 pub async fn fresh_pg_database() -> String {
-    let admin = pg_admin_url();
+    fresh_pg_database_on(Pg::Plain).await
+}
+
+/// A fresh database on `pg`, and the URL Frontdesk connects to it with.
+pub async fn fresh_pg_database_on(pg: Pg) -> String {
+    let admin = match pg {
+        Pg::Plain => pg_admin_url(),
+        Pg::Tls | Pg::Pooler => pg_tls_admin_url(),
+    };
     let name = format!("fdtest_{}", unique());
     let pool = sqlx::PgPool::connect(&admin).await.unwrap_or_else(|e| {
         panic!("cannot reach Postgres at FRONTDESK_TEST_DATABASE_URL ({e}): {HOW}")
@@ -53,7 +100,10 @@ pub async fn fresh_pg_database() -> String {
         .await
         .expect("create test database");
     pool.close().await;
-    with_database(&admin, &name)
+    match pg {
+        Pg::Plain | Pg::Tls => with_database(&admin, &name),
+        Pg::Pooler => with_database(&env("FRONTDESK_TEST_PGBOUNCER_URL"), &name),
+    }
 }
 
 /// Makes a test database unreachable (as if its server went away) or reachable again,
@@ -224,10 +274,27 @@ pub async fn app_with(
     clock: frontdesk::clock::SharedClock,
     tweak: impl FnOnce(&mut Config),
 ) -> TestApp {
-    let db = fresh_pg_database().await;
+    app_on(Pg::Plain, false, emu, redis_prefix, clock, tweak).await
+}
+
+/// Like [`app_with`] on the given Postgres, and on the TLS Redis when `redis_tls`.
+pub async fn app_on(
+    pg: Pg,
+    redis_tls: bool,
+    emu: &RunningEmulator,
+    redis_prefix: Option<&str>,
+    clock: frontdesk::clock::SharedClock,
+    tweak: impl FnOnce(&mut Config),
+) -> TestApp {
+    let db = fresh_pg_database_on(pg).await;
     let mut c = config(&db, Some(emu), emu.emulator.secret_key());
     if let Some(prefix) = redis_prefix {
-        c.redis_url = Some(Secret::new(redis_url()));
+        if redis_tls {
+            c.redis_url = Some(Secret::new(redis_tls_url()));
+            c.redis.ca_file = Some(tls_ca());
+        } else {
+            c.redis_url = Some(Secret::new(redis_url()));
+        }
         c.redis_prefix = prefix.to_string();
     }
     tweak(&mut c);

@@ -25,6 +25,8 @@ const T0_MS: u64 = 1_700_000_000_000;
 
 enum Db {
     Pg,
+    /// Postgres over `verify-full` TLS through PgBouncer in transaction mode.
+    Pooler,
     Sqlite,
 }
 
@@ -32,6 +34,10 @@ enum Db {
 async fn store_url(db: Db) -> (String, Option<tempfile::TempDir>) {
     match db {
         Db::Pg => (support::fresh_pg_database().await, None),
+        Db::Pooler => (
+            support::fresh_pg_database_on(support::Pg::Pooler).await,
+            None,
+        ),
         Db::Sqlite => {
             let dir = tempfile::tempdir().unwrap();
             (support::sqlite_url(&dir), Some(dir))
@@ -492,6 +498,11 @@ async fn a_duplicate_message_id_is_acknowledged_and_stored_once_postgres() {
 }
 
 #[tokio::test]
+async fn a_duplicate_message_id_is_acknowledged_and_stored_once_through_pgbouncer() {
+    duplicates_and_variants(Db::Pooler).await;
+}
+
+#[tokio::test]
 async fn a_duplicate_message_id_is_acknowledged_and_stored_once_sqlite() {
     duplicates_and_variants(Db::Sqlite).await;
 }
@@ -600,6 +611,11 @@ async fn out_of_order(db: Db) {
 #[tokio::test]
 async fn an_older_update_delivered_later_does_not_overwrite_postgres() {
     out_of_order(Db::Pg).await;
+}
+
+#[tokio::test]
+async fn an_older_update_delivered_later_does_not_overwrite_through_pgbouncer() {
+    out_of_order(Db::Pooler).await;
 }
 
 #[tokio::test]
@@ -721,6 +737,11 @@ async fn poisoned(db: Db) {
 #[tokio::test]
 async fn a_poisoned_event_goes_dead_and_can_be_replayed_postgres() {
     poisoned(Db::Pg).await;
+}
+
+#[tokio::test]
+async fn a_poisoned_event_goes_dead_and_can_be_replayed_through_pgbouncer() {
+    poisoned(Db::Pooler).await;
 }
 
 #[tokio::test]
@@ -931,7 +952,7 @@ async fn the_emulators_webhooks_update_and_delete_the_local_user_and_its_cache()
 
 const BIN: &str = env!("CARGO_BIN_EXE_frontdesk");
 
-struct Killed(Child);
+pub(crate) struct Killed(Child);
 impl Drop for Killed {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -946,6 +967,17 @@ async fn spawn_serve(
     secret_key: &str,
     extra: &[(&str, &str)],
 ) -> (Killed, String) {
+    let (child, edge, _api) = spawn_serve_addrs(db, clerk, secret_key, extra).await;
+    (child, edge)
+}
+
+/// Starts `frontdesk serve` on `db` and returns it with its edge and api URLs.
+pub(crate) async fn spawn_serve_addrs(
+    db: &str,
+    clerk: &str,
+    secret_key: &str,
+    extra: &[(&str, &str)],
+) -> (Killed, String, String) {
     let mut cmd = Command::new(BIN);
     for (k, _) in std::env::vars() {
         if k.starts_with("CLERK_")
@@ -980,16 +1012,20 @@ async fn spawn_serve(
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if let Some(rest) = line.strip_prefix("frontdesk ready: edge ") {
                 if let Some(tx) = tx.take() {
-                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
+                    let _ = tx.send(rest.to_string());
                 }
             }
         }
     });
-    let edge = tokio::time::timeout(Duration::from_secs(30), rx)
+    let line = tokio::time::timeout(Duration::from_secs(30), rx)
         .await
         .expect("serve starts")
         .expect("serve prints its addresses");
-    (child, edge)
+    // "http://EDGE  api http://API"
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let edge = words.first().copied().unwrap_or("").to_string();
+    let api = words.get(2).copied().unwrap_or("").to_string();
+    (child, edge, api)
 }
 
 async fn counts(pool: &sqlx::PgPool) -> (i64, i64, i64) {
