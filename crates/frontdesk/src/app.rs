@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::context::{self, ContextService};
 use crate::error::{Error, Result};
 use crate::events::EventHub;
+use crate::gateway;
 use crate::ops;
 use crate::proxy::{self, ReadCache};
 use crate::redis_link::RedisLink;
@@ -56,6 +57,8 @@ pub struct AppState {
     pub context: ContextService,
     /// Webhook signing keys and the signal that wakes the inbox workers.
     pub webhooks: Arc<Webhooks>,
+    /// The reverse proxy in front of the app, its rate limits and assertion keys.
+    pub gateway: Arc<gateway::Gateway>,
 }
 
 impl AppState {
@@ -161,6 +164,11 @@ impl App {
             clock.clone(),
         );
         let webhooks = Arc::new(Webhooks::from_config(&config)?);
+        let gateway = Arc::new(gateway::Gateway::new(
+            &config,
+            redis.clone(),
+            clock.clone(),
+        )?);
         Ok(Self {
             state: AppState {
                 config: Arc::new(config),
@@ -176,6 +184,7 @@ impl App {
                 events: EventHub::new(1024),
                 context,
                 webhooks,
+                gateway,
             },
         })
     }
@@ -189,8 +198,9 @@ impl App {
         let router = Router::new()
             .merge(ops::edge_router())
             .merge(context::api::router())
-            .merge(webhooks::edge_router());
-        finish(router, "edge", &self.state)
+            .merge(webhooks::edge_router())
+            .merge(gateway::edge_router());
+        gateway::front(finish(router, "edge", &self.state), &self.state)
     }
 
     /// The internal listener's routes.
@@ -233,12 +243,20 @@ impl App {
                     .run_subscriber(bus_handler(&self.state), background.clone()),
             );
         }
+        tokio::spawn(gateway::run_key_publisher(
+            self.state.clone(),
+            background.clone(),
+        ));
         tokio::spawn(webhooks::run_workers(
             self.state.clone(),
             background.clone(),
         ));
-        let edge = axum::serve(listeners.edge, edge_router)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        // The client's address feeds X-Forwarded-For and per-IP rate limits.
+        let edge = axum::serve(
+            listeners.edge,
+            edge_router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
         let api = axum::serve(listeners.api, api_router)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned());
         let edge = tokio::spawn(async move { edge.await });
