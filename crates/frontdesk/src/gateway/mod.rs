@@ -440,7 +440,7 @@ fn add_identity(gw: &Gateway, method: &str, path: &str, id: &Identity, headers: 
             set("x-frontdesk-org-role", r);
         }
     }
-    let now = gw_now(gw);
+    let now = gw.limiter.now_s();
     let claims = Claims {
         iss: gw.signer.issuer(),
         aud: gw.signer.audience(),
@@ -459,10 +459,6 @@ fn add_identity(gw: &Gateway, method: &str, path: &str, id: &Identity, headers: 
     if let Some(token) = gw.signer.sign(&claims) {
         set("x-frontdesk-assertion", &token);
     }
-}
-
-fn gw_now(gw: &Gateway) -> u64 {
-    gw.limiter.now_s()
 }
 
 fn status_class(s: StatusCode) -> &'static str {

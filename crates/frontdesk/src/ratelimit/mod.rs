@@ -245,3 +245,43 @@ pub fn count_bypass(policy: &Policy) {
         "policy" => policy.name.clone(), "outcome" => "bypassed", "backend" => "none")
     .increment(1);
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn policy(name: &str) -> Policy {
+        Policy::from_config(&RateLimitConfig {
+            name: name.into(),
+            key: RateLimitKey::User,
+            limit: 2,
+            window_s: 10,
+            count: RateLimitCount::All,
+            bypass_roles: vec![],
+        })
+    }
+
+    #[test]
+    fn buckets_cannot_collide_or_carry_key_syntax() {
+        let a = policy("a:u").bucket(BucketKind::User, "b");
+        let b = policy("a").bucket(BucketKind::User, "u:b");
+        assert_ne!(a, b);
+        let c = policy("x").bucket(BucketKind::Ip, "{tag}:*\r\n");
+        assert!(!c.contains('{') && !c.contains('*') && !c.contains('\r'));
+        assert_eq!(c.matches(':').count(), 2);
+    }
+
+    #[test]
+    fn memory_log_slides() {
+        let p = policy("p");
+        let m = memory::MemoryLimiter::default();
+        assert!(m.decide(&p, "k", Mode::Hit, 0).allowed);
+        assert!(m.decide(&p, "k", Mode::Hit, 4_000).allowed);
+        let d = m.decide(&p, "k", Mode::Hit, 5_000);
+        assert_eq!((d.allowed, d.remaining, d.reset_s()), (false, 0, 5));
+        assert!(m.decide(&p, "k", Mode::Hit, 10_000).allowed);
+        assert!(!m.decide(&p, "k", Mode::Hit, 13_999).allowed);
+        assert!(m.decide(&p, "other", Mode::Hit, 13_999).allowed);
+    }
+}
