@@ -210,7 +210,7 @@ impl App {
             .merge(users::api::router())
             .merge(proxy::router())
             .merge(webhooks::api_router());
-        finish(router, "api", &self.state)
+        gateway::front_api(finish(router, "api", &self.state), &self.state)
     }
 
     /// Serves both listeners until `shutdown` fires, then gives in-flight requests up

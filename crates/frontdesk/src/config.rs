@@ -147,6 +147,9 @@ pub struct ProxyConfig {
     pub assertion_audience: String,
     /// `iss` of the assertion. `FRONTDESK_PROXY__ASSERTION_ISSUER`.
     pub assertion_issuer: String,
+    /// A `[[rate_limits]]` name guarding the api listener's `/clerk/v1/*`, one bucket
+    /// per bearer key (its `key` setting is not used). `FRONTDESK_PROXY__CLERK_API_RATE_LIMIT`.
+    pub clerk_api_rate_limit: Option<String>,
 }
 
 /// One route of the edge listener.
@@ -467,6 +470,7 @@ impl Default for Config {
                 assertion_key_file: None,
                 assertion_audience: "frontdesk-app".into(),
                 assertion_issuer: "frontdesk".into(),
+                clerk_api_rate_limit: None,
             },
             routes: Vec::new(),
             rate_limits: Vec::new(),

@@ -52,6 +52,8 @@ pub struct Gateway {
     client: HttpClient,
     trusted: TrustedProxies,
     signer: Arc<Signer>,
+    /// The policy guarding `/clerk/v1/*` on the api listener.
+    clerk_api_policy: Option<usize>,
     sign_in_url: Option<String>,
     timeout: Duration,
 }
@@ -132,6 +134,14 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
             ));
         }
     }
+    if let Some(name) = &config.proxy.clerk_api_rate_limit {
+        if !names.contains(name) {
+            return Err(invalid(
+                "proxy.clerk_api_rate_limit",
+                format!("unknown rate_limit {name:?}"),
+            ));
+        }
+    }
     if config.proxy.timeout_ms == 0 {
         return Err(invalid("proxy.timeout_ms", "must be at least 1".into()));
     }
@@ -165,7 +175,13 @@ impl Gateway {
             &config.proxy.assertion_audience,
         )
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let clerk_api_policy = config
+            .proxy
+            .clerk_api_rate_limit
+            .as_ref()
+            .and_then(|n| names.iter().position(|p| p == n));
         Ok(Self {
+            clerk_api_policy,
             routes,
             default_upstream,
             policies,
@@ -213,6 +229,47 @@ pub fn front(router: Router, state: &AppState) -> Router {
         return router;
     }
     router.layer(middleware::from_fn_with_state(state.clone(), handle))
+}
+
+/// Wraps the finished api router: `/clerk/v1/*` is rate-limited per bearer key when
+/// `proxy.clerk_api_rate_limit` names a policy.
+pub fn front_api(router: Router, state: &AppState) -> Router {
+    if state.gateway.clerk_api_policy.is_none() {
+        return router;
+    }
+    router.layer(middleware::from_fn_with_state(state.clone(), handle_api))
+}
+
+async fn handle_api(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let gw = &state.gateway;
+    let (Some(i), true) = (
+        gw.clerk_api_policy,
+        req.uri().path().starts_with("/clerk/v1/"),
+    ) else {
+        return next.run(req).await;
+    };
+    let policy = &gw.policies[i];
+    // The key itself never becomes part of a Redis key: its SHA-256 does.
+    let caller = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| {
+            use sha2::Digest;
+            let digest = sha2::Sha256::digest(v.as_bytes());
+            digest
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        })
+        .unwrap_or_default();
+    let b = policy.bucket(BucketKind::Key, &caller);
+    let d = gw.limiter.decide(policy, &b, Mode::Hit).await;
+    if !d.allowed {
+        return limited(policy, &d);
+    }
+    let mut response = next.run(req).await;
+    d.write_headers(policy, response.headers_mut());
+    response
 }
 
 /// Publishes this instance's assertion key while the app runs.

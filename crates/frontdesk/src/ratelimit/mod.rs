@@ -83,6 +83,8 @@ pub enum BucketKind {
     User,
     Ip,
     Org,
+    /// A caller of the api listener, by the hash of its bearer key.
+    Key,
 }
 
 impl BucketKind {
@@ -91,6 +93,7 @@ impl BucketKind {
             BucketKind::User => "u",
             BucketKind::Ip => "ip",
             BucketKind::Org => "o",
+            BucketKind::Key => "k",
         }
     }
 }

@@ -297,3 +297,41 @@ async fn redis_failing_midway_falls_back_to_memory() {
     assert_eq!(get().await.unwrap().status(), 429);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn clerk_api_is_limited_per_bearer_key_by_config() {
+    let (emu, running) = support::emulator(2).await;
+    let app = support::app_with(&running, None, clock(), |c| {
+        c.rate_limits = vec![policy("clerk", RateLimitKey::User, 2, 60)];
+        c.proxy.clerk_api_rate_limit = Some("clerk".into());
+    })
+    .await;
+    let get = |key: &str| {
+        app.http
+            .get(format!(
+                "{}/clerk/v1/users/{}",
+                app.api,
+                Emulator::seed_user_id(1)
+            ))
+            .bearer_auth(key)
+            .send()
+    };
+    let key = emu.secret_key().to_string();
+    for _ in 0..2 {
+        let r = get(&key).await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["ratelimit-policy"], "\"clerk\";q=2;w=60");
+    }
+    assert_eq!(get(&key).await.unwrap().status(), 429);
+    // Another bearer has its own bucket (and is then refused by the proxy's own check).
+    assert_eq!(get("sk_test_other").await.unwrap().status(), 401);
+    // The native API is not guarded by this policy.
+    let r = app
+        .http
+        .get(format!("{}/v1/stats", app.api))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    app.stop().await;
+}
