@@ -1,7 +1,7 @@
 //! Criterion micro-benchmarks of the hot paths: a user from L1, a user from L2 (Redis
 //! from the test ground; skipped when `FRONTDESK_TEST_REDIS_URL` is unset), session
 //! token verification with the verified-token cache hit and missed, and a request
-//! context from L1.
+//! context from L1, and one in-memory rate-limit decision.
 //!
 //! `cargo bench -p frontdesk --bench hot_paths`
 
@@ -132,6 +132,31 @@ fn benches(c: &mut Criterion) {
     c.bench_function("context/resolve_l1", |b| {
         b.to_async(&rt)
             .iter(|| async { black_box(context.resolve(black_box(&who)).await.unwrap()) })
+    });
+
+    // One in-memory rate-limit decision (the sliding log, a bucket of 60 entries kept
+    // full by a clock that moves 1 s per decision with a 60 s window).
+    let policy = frontdesk::ratelimit::Policy::from_config(&frontdesk::config::RateLimitConfig {
+        name: "api".into(),
+        key: frontdesk::config::RateLimitKey::User,
+        limit: 60,
+        window_s: 60,
+        count: frontdesk::config::RateLimitCount::All,
+        bypass_roles: Vec::new(),
+    });
+    let memory = frontdesk::ratelimit::memory::MemoryLimiter::default();
+    let bucket = policy.bucket(frontdesk::ratelimit::BucketKind::User, "user_2abc");
+    let mut now = 0u64;
+    c.bench_function("ratelimit/memory_decision", |b| {
+        b.iter(|| {
+            now += 1_000;
+            black_box(memory.decide(
+                &policy,
+                black_box(&bucket),
+                frontdesk::ratelimit::Mode::Hit,
+                now,
+            ))
+        })
     });
 }
 

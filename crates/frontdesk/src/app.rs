@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::context::{self, ContextService};
 use crate::error::{Error, Result};
 use crate::events::EventHub;
+use crate::gateway;
 use crate::http;
 use crate::ops;
 use crate::proxy::{self, ReadCache};
@@ -57,6 +58,8 @@ pub struct AppState {
     pub context: ContextService,
     /// Webhook signing keys and the signal that wakes the inbox workers.
     pub webhooks: Arc<Webhooks>,
+    /// The reverse proxy in front of the app, its rate limits and assertion keys.
+    pub gateway: Arc<gateway::Gateway>,
 }
 
 impl AppState {
@@ -221,6 +224,11 @@ impl App {
                 tracing::warn!(error = %e, "cannot load stored revocations; retrying in the background");
             }
         }
+        let gateway = Arc::new(gateway::Gateway::new(
+            &config,
+            redis.clone(),
+            clock.clone(),
+        )?);
         Ok(Self {
             state: AppState {
                 config: Arc::new(config),
@@ -236,6 +244,7 @@ impl App {
                 events: EventHub::new(1024),
                 context,
                 webhooks,
+                gateway,
             },
         })
     }
@@ -249,8 +258,9 @@ impl App {
         let router = Router::new()
             .merge(ops::edge_router())
             .merge(context::api::router())
-            .merge(webhooks::edge_router());
-        finish(router, "edge", &self.state)
+            .merge(webhooks::edge_router())
+            .merge(gateway::edge_router());
+        gateway::front(finish(router, "edge", &self.state), &self.state)
     }
 
     /// The internal listener's routes.
@@ -260,7 +270,7 @@ impl App {
             .merge(users::api::router())
             .merge(proxy::router())
             .merge(webhooks::api_router());
-        finish(router, "api", &self.state)
+        gateway::front_api(finish(router, "api", &self.state), &self.state)
     }
 
     /// Serves both listeners until `shutdown` fires, then gives in-flight requests up
@@ -302,6 +312,10 @@ impl App {
                     .run_subscriber(bus_handler(&self.state), background.clone()),
             );
         }
+        tokio::spawn(gateway::run_key_publisher(
+            self.state.clone(),
+            background.clone(),
+        ));
         // Workers stop on their own token, so that they can drain while the rest of
         // the background (the bus publisher above all) still runs.
         let workers_stop = CancellationToken::new();

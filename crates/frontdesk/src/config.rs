@@ -123,6 +123,126 @@ pub struct Config {
     /// Clerk webhook ingestion: verification, the durable inbox and its workers (the
     /// signing secret is `clerk.webhook_signing_secret`).
     pub webhooks: WebhooksConfig,
+    /// The reverse proxy in front of the app (edge listener). `FRONTDESK_PROXY__*`.
+    pub proxy: ProxyConfig,
+    /// Routes of the edge listener forwarded to the app, first match wins. Empty (and
+    /// no `proxy.upstream`): nothing is forwarded. `FRONTDESK_ROUTES` (JSON).
+    pub routes: Vec<RouteConfig>,
+    /// Named rate-limit policies that routes refer to. `FRONTDESK_RATE_LIMITS` (JSON).
+    pub rate_limits: Vec<RateLimitConfig>,
+}
+
+/// The reverse proxy in front of the app.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// The app's base URL (`http://host:port`). Set alone, it adds one catch-all route
+    /// with `auth = "optional"`. `FRONTDESK_UPSTREAM_URL`.
+    pub upstream: Option<String>,
+    /// Time the app may take to send its response head, in ms (then 504).
+    /// `FRONTDESK_PROXY__TIMEOUT_MS`.
+    pub timeout_ms: u64,
+    /// Idle keep-alive connections to the app kept per host.
+    /// `FRONTDESK_PROXY__POOL_MAX_IDLE`.
+    pub pool_max_idle: usize,
+    /// Proxies (CIDRs) whose `X-Forwarded-For` is believed; the client is the rightmost
+    /// address not in this list. Empty: the socket address. `FRONTDESK_PROXY__TRUSTED_PROXIES`.
+    pub trusted_proxies: Vec<String>,
+    /// Where a browser navigation (`Accept: text/html`) to an `auth = "required"` route
+    /// without a session is redirected (302, with `redirect_url`). Unset: 401.
+    /// `FRONTDESK_PROXY__SIGN_IN_URL`.
+    pub sign_in_url: Option<String>,
+    /// PEM file of the Ed25519 private key (PKCS#8) that signs `X-Frontdesk-Assertion`.
+    /// Unset: each instance makes its own key and publishes it through Redis.
+    /// `FRONTDESK_PROXY__ASSERTION_KEY_FILE`.
+    pub assertion_key_file: Option<String>,
+    /// `aud` of the assertion. `FRONTDESK_PROXY__ASSERTION_AUDIENCE`.
+    pub assertion_audience: String,
+    /// `iss` of the assertion. `FRONTDESK_PROXY__ASSERTION_ISSUER`.
+    pub assertion_issuer: String,
+    /// A `[[rate_limits]]` name guarding the api listener's `/clerk/v1/*`, one bucket
+    /// per bearer key (its `key` setting is not used). `FRONTDESK_PROXY__CLERK_API_RATE_LIMIT`.
+    pub clerk_api_rate_limit: Option<String>,
+}
+
+/// One route of the edge listener.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// `/exact`, a prefix `/api/*` (matching `/api` too), or a glob with `*` anywhere.
+    pub path: String,
+    /// `required` | `optional` | `public`.
+    #[serde(default = "RouteAuth::optional")]
+    pub auth: RouteAuth,
+    /// A `[[rate_limits]]` name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<String>,
+    /// This route's upstream, instead of `proxy.upstream`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+}
+
+/// What a route asks of the session.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RouteAuth {
+    /// No valid session: 401 (or a redirect to `sign_in_url` for a browser).
+    Required,
+    /// Identity headers when the session is valid; forwarded anonymously otherwise.
+    Optional,
+    /// Never verified, never any identity header.
+    Public,
+}
+
+impl RouteAuth {
+    fn optional() -> Self {
+        Self::Optional
+    }
+}
+
+/// A named rate-limit policy.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    pub name: String,
+    /// `user` | `ip` | `org` | `user_or_ip`.
+    pub key: RateLimitKey,
+    /// Requests admitted per window.
+    pub limit: u32,
+    /// The sliding window, in seconds.
+    pub window_s: u64,
+    /// `all`, or `failures` (only responses >= 400 count).
+    #[serde(default = "RateLimitCount::all")]
+    pub count: RateLimitCount,
+    /// Roles never limited.
+    #[serde(default)]
+    pub bypass_roles: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RateLimitKey {
+    /// The Clerk user; requests without a session are not counted.
+    User,
+    /// The client address (see `proxy.trusted_proxies`).
+    Ip,
+    /// The session's active organization, else the user, else the address.
+    Org,
+    /// The user when signed in, else the address.
+    UserOrIp,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RateLimitCount {
+    All,
+    Failures,
+}
+
+impl RateLimitCount {
+    fn all() -> Self {
+        Self::All
+    }
 }
 
 /// Clerk webhook ingestion.
@@ -408,6 +528,19 @@ impl Default for Config {
                 retention_ms: 7 * 24 * 60 * 60 * 1000,
                 purge_interval_ms: 60_000,
             },
+            proxy: ProxyConfig {
+                upstream: None,
+                timeout_ms: 30_000,
+                pool_max_idle: 64,
+                trusted_proxies: Vec::new(),
+                sign_in_url: None,
+                assertion_key_file: None,
+                assertion_audience: "frontdesk-app".into(),
+                assertion_issuer: "frontdesk".into(),
+                clerk_api_rate_limit: None,
+            },
+            routes: Vec::new(),
+            rate_limits: Vec::new(),
         }
     }
 }
@@ -426,12 +559,22 @@ const PLAIN_ENV: &[(&str, &str)] = &[
     ("DATABASE_URL", "database_url"),
     ("REDIS_URL", "redis_url"),
     ("FRONTDESK_DEV", "dev.enabled"),
+    ("FRONTDESK_UPSTREAM_URL", "proxy.upstream"),
 ];
 
 /// Keys whose environment value is a comma-separated list.
-const LIST_KEYS: &[&str] = &["clerk.authorized_parties", "context.roles"];
+const LIST_KEYS: &[&str] = &[
+    "clerk.authorized_parties",
+    "context.roles",
+    "proxy.trusted_proxies",
+];
 /// Keys whose environment value is JSON.
-const JSON_KEYS: &[&str] = &["context.profile_defaults", "context.role_overrides"];
+const JSON_KEYS: &[&str] = &[
+    "context.profile_defaults",
+    "context.role_overrides",
+    "routes",
+    "rate_limits",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -663,6 +806,7 @@ impl Config {
                 reason: "must not be empty".into(),
             });
         }
+        crate::gateway::validate(self)?;
         Ok(())
     }
 

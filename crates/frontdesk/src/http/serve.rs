@@ -1,19 +1,22 @@
 //! The accept loop of one listener: hyper's HTTP/1 server with a header size limit and
 //! a header read time-out (which `axum::serve` does not expose), a semaphore bounding
 //! open connections, and graceful shutdown (stop accepting, let open connections
-//! finish their requests).
+//! finish their requests). Each request carries the peer's address
+//! (`ConnectInfo<SocketAddr>`, for `X-Forwarded-For` and per-IP rate limits), and
+//! connections may be upgraded (the gateway splices WebSockets to the app).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tower::Service;
 
 use super::{HttpConfig, MIN_HEADER_BYTES};
 
@@ -35,12 +38,11 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_millis(config.header_read_timeout_ms.max(1)))
         .max_buf_size(config.max_header_bytes.max(MIN_HEADER_BYTES));
-    let graceful = GracefulShutdown::new();
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors and the like: wait rather than spin.
                     tracing::warn!(listener = name, error = %e, "accept failed");
@@ -56,19 +58,37 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
-        // No upgrades: nothing here speaks WebSocket; SSE is a plain response.
-        let conn = http1.serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
+        let router = router.clone();
+        let service =
+            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+                // A Router is always ready: `call` needs no `poll_ready` first.
+                router.clone().call(req)
+            });
+        let conn = http1
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        let stop = shutdown.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let mut conn = std::pin::pin!(conn);
+            let outcome = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = stop.cancelled() => {
+                    // Finish the request in flight, then close.
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = outcome {
                 tracing::debug!(listener = name, error = %e, "connection ended with an error");
             }
             drop(permit);
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    // Every open connection holds a permit: all of them back means all have closed.
+    let all = u32::try_from(config.max_connections.max(1)).unwrap_or(u32::MAX);
+    let _ = permits.acquire_many(all).await;
     Ok(())
 }
 

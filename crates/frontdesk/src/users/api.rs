@@ -251,5 +251,9 @@ async fn stats(State(state): State<AppState>) -> Json<Value> {
         "redis": redis,
         "users": users,
         "upstream": upstream,
+        "rate_limits": {
+            "backend": state.gateway.limiter().backend(),
+            "memory_fallbacks": state.gateway.limiter().fallbacks(),
+        },
     }))
 }

@@ -9,17 +9,19 @@
 
 mod support;
 
-mod availability;
 mod api_auth;
+mod availability;
 mod binary;
 mod config;
 mod context;
 mod fleet;
+mod gateway;
 mod http;
 mod migrations;
 mod ops;
-mod proxy_paths;
 mod props;
+mod proxy_paths;
+mod ratelimit;
 mod tls;
 mod tokens;
 mod upstream;
