@@ -274,6 +274,11 @@ async fn handle_api(State(state): State<AppState>, req: Request, next: Next) -> 
 
 /// Publishes this instance's assertion key while the app runs.
 pub async fn run_key_publisher(state: AppState, stop: CancellationToken) {
+    // No routes: no assertion is ever signed, so there is nothing to publish (and no
+    // reason to warn about a single instance's key).
+    if !state.gateway.enabled() {
+        return;
+    }
     assertion::run_publisher(
         state.gateway.signer.clone(),
         state.redis.clone(),
