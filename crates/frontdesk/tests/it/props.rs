@@ -557,6 +557,33 @@ fn every_setting_has_an_environment_name() {
     assert!(names.contains("CLERK_SECRET_KEY"));
 }
 
+/// Found by the `config_env` fuzz target: figment's unescaping sliced a quoted value at
+/// a char index as if it were a byte index, so a backslash after a multibyte character
+/// panicked (or silently dropped characters). Such values are now kept as they are.
+#[test]
+fn a_quoted_value_with_a_multibyte_character_before_a_backslash_does_not_panic() {
+    for value in [
+        "\"é\\n\"",
+        "\"\u{fffd}\\\"",
+        "\"éé\\n\"",
+        "\u{8}\"\u{18}\u{fffd}\\\u{18}\"",
+    ] {
+        for name in [
+            "FRONTDESK_EDGE_ADDR",
+            "FRONTDESK_REDIS_PREFIX",
+            "FRONTDESK_LOG",
+        ] {
+            let env = vec![(name.to_string(), value.to_string())];
+            if let Err(e) = Config::load_from(None, &env) {
+                assert!(e.to_string().starts_with("configuration: "), "{e}");
+            }
+        }
+    }
+    let env = vec![("FRONTDESK_REDIS_PREFIX".to_string(), "fd:é\\x".to_string())];
+    let (config, _) = Config::load_from(None, &env).unwrap();
+    assert_eq!(config.redis_prefix, "fd:é\\x");
+}
+
 // ---------------------------------------------------------------- over HTTP
 
 /// Untrusted tokens and webhook messages sent to a running instance: every one is
