@@ -7,6 +7,7 @@
 #   cargo build --release -p frontdesk
 #   scripts/bench-gateway.sh                 # RUNS=3 DURATION=10 CONNS=64
 #   RUNS=1 DURATION=5 scripts/bench-gateway.sh   # quick look
+#   CHECK_ONLY=1 scripts/bench-gateway.sh        # start everything, check with curl, no load
 #
 # Needs: wrk, nginx (Debian package), redis-server, curl, jq.
 # Processes (all on 127.0.0.1, ports overridable with PORT_BASE):
@@ -148,9 +149,12 @@ for k in "${!URL[@]}"; do
   [ "$code" = 200 ] || { echo "$k answered $code: $(cat "$WORK/check.$k")" >&2; cat "$WORK"/*.err >&2; exit 1; }
 done
 curl -s -D - -o /dev/null -H "Authorization: Bearer $TOKEN" "${URL[frontdesk_rl]}" | grep -i '^x-ratelimit' >&2 || true
+echo "rate-limit backend: fd=$(curl -s "http://127.0.0.1:$FD_API/v1/stats" | jq -c .rate_limits.backend)" \
+  "fdrl=$(curl -s "http://127.0.0.1:$FDRL_API/v1/stats" | jq -c .rate_limits.backend)" >&2
 # Without a session Frontdesk must refuse (the route really is auth = required).
 code=$(curl -s -o /dev/null -w '%{http_code}' "${URL[frontdesk]}")
 [ "$code" = 401 ] || { echo "frontdesk without a token answered $code" >&2; exit 1; }
+if [ -n "${CHECK_ONLY:-}" ]; then echo "set-up checked (CHECK_ONLY): every target answers 200"; exit 0; fi
 
 to_us() { # wrk value like 812.00us 1.23ms 2.00s
   awk -v v="$1" 'BEGIN{ if (v ~ /us$/) { sub(/us$/,"",v); print v+0 }
