@@ -537,13 +537,14 @@ impl ClerkClient {
         ids: &[String],
     ) -> Result<Vec<(String, Bytes)>, UpstreamError> {
         let endpoint = Endpoint::ListUsers.as_str();
-        let mut path = String::from("/v1/users?");
-        for id in ids {
-            path.push_str("user_id=");
-            path.push_str(&urlencode(id));
-            path.push('&');
-        }
-        path.push_str(&format!("limit={}", ids.len().clamp(1, 500)));
+        let path = {
+            let mut query = form_urlencoded::Serializer::new(String::from("/v1/users?"));
+            for id in ids {
+                query.append_pair("user_id", id);
+            }
+            query.append_pair("limit", &ids.len().clamp(1, 500).to_string());
+            query.finish()
+        };
         let resp = self.send(UpstreamRequest::get(path)).await?;
         if resp.status.is_server_error() {
             return Err(UpstreamError::Unavailable(format!(
@@ -663,19 +664,6 @@ fn upstream_url(base: &str, path_and_query: &str) -> Result<reqwest::Url, Upstre
 
 fn path_of(path_and_query: &str) -> &str {
     path_and_query.split('?').next().unwrap_or(path_and_query)
-}
-
-/// Percent-encodes a query value (ids are plain, but never trust input).
-pub fn urlencode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]
