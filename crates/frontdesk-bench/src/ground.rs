@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
 use frontdesk::config::{Config, LogFormat, Secret};
-use frontdesk::{App, AppState, Listeners};
+use frontdesk::{App, Frontdesk, Listeners};
 use frontdesk_emulator::{Emulator, EmulatorConfig, RunningEmulator};
 use std::sync::Mutex;
 use tokio::net::TcpListener;
@@ -234,7 +234,7 @@ impl Drop for Hello {
 }
 
 pub struct Instance {
-    pub state: AppState,
+    pub state: Frontdesk,
     pub edge: SocketAddr,
     pub api: SocketAddr,
     shutdown: CancellationToken,

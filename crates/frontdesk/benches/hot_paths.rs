@@ -65,7 +65,7 @@ fn benches(c: &mut Criterion) {
         .build()
         .expect("runtime");
     let f = rt.block_on(fixture());
-    let users = f.app.state().users.clone().expect("user cache");
+    let users = f.app.state().users().cloned().expect("user cache");
     let id = Emulator::seed_user_id(1);
     rt.block_on(async {
         users.get(&id).await.expect("first load");
@@ -126,7 +126,7 @@ fn benches(c: &mut Criterion) {
         )
     });
 
-    let context = f.app.state().context.clone();
+    let context = f.app.state().context().clone();
     let who = Emulator::seed_user_id(3);
     rt.block_on(async { context.resolve(&who).await.expect("first resolve") });
     c.bench_function("context/resolve_l1", |b| {

@@ -12,7 +12,9 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::app::AppState;
+use std::sync::Arc;
+
+use crate::config::Config;
 use crate::error::ErrorBody;
 
 /// Paths reachable without the token: probes, the scraper, and the Clerk proxy (which
@@ -23,8 +25,12 @@ fn exempt(path: &str) -> bool {
 
 /// The middleware: a no-op without a configured token.
 #[tracing::instrument(name = "api_auth", skip_all)]
-pub async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let Some(expected) = state.config.api_token.as_ref() else {
+pub async fn require_token(
+    State(config): State<Arc<Config>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let Some(expected) = config.api_token.as_ref() else {
         return next.run(req).await;
     };
     if exempt(req.uri().path()) {

@@ -380,7 +380,7 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
     let app = App::build(config).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(wait_for_signal(shutdown.clone()));
-    tracing::info!(edge = %edge, api = %api, store = app.state().store.kind(), "frontdesk ready");
+    tracing::info!(edge = %edge, api = %api, store = app.state().store().kind(), "frontdesk ready");
     match &dev {
         #[cfg(feature = "emulator")]
         Some(dev) => say(&dev.banner(edge, api, app.state())),

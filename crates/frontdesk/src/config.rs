@@ -117,7 +117,7 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Session-token verification (keys and parties come from `[clerk]`).
     /// `FRONTDESK_TOKENS__*`.
-    pub tokens: crate::tokens::VerifierConfig,
+    pub tokens: VerifierConfig,
     /// Request context: the local user, its profile, and first-login provisioning.
     pub context: ContextConfig,
     /// Clerk webhook ingestion: verification, the durable inbox and its workers (the
@@ -506,7 +506,7 @@ impl Default for Config {
                 jwks_ttl_ms: 3_600_000,
                 proxy_max_entries: 10_000,
             },
-            tokens: crate::tokens::VerifierConfig::default(),
+            tokens: VerifierConfig::default(),
             context: ContextConfig {
                 ttl_ms: 300_000,
                 l1_max_entries: 100_000,
@@ -667,7 +667,9 @@ impl Config {
         Ok((config, warnings))
     }
 
-    /// Checks that cannot be expressed in types.
+    /// Checks that cannot be expressed in types. The gateway's sections (`routes`,
+    /// `rate_limits`, `proxy`) are checked by `gateway::validate`, which
+    /// `FrontdeskBuilder::build` runs: config sits below every capability.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let db = self.database_url.expose();
         if !(db.starts_with("postgres://")
@@ -811,7 +813,6 @@ impl Config {
                 reason: "must not be empty".into(),
             });
         }
-        crate::gateway::validate(self)?;
         Ok(())
     }
 
@@ -850,6 +851,62 @@ fn collect_keys(prefix: &str, value: &serde_json::Value, out: &mut BTreeSet<Stri
             } else {
                 out.insert(key);
             }
+        }
+    }
+}
+
+/// How verification behaves. Times are milliseconds. This is also the `[tokens]`
+/// section of the configuration; the key and the parties are Clerk settings
+/// (`CLERK_JWT_KEY`, `CLERK_AUTHORIZED_PARTIES`, under `[clerk]`), so they are not
+/// read from that section and are filled in when the verifier is built.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VerifierConfig {
+    /// `CLERK_JWT_KEY`: the instance's RSA public key as PEM (SPKI `PUBLIC KEY` or
+    /// PKCS#1 `RSA PUBLIC KEY`; escaped `\n` and one-line bodies are accepted). When
+    /// set, no JWKS is ever fetched and the token's `kid` is not consulted.
+    #[serde(skip)]
+    pub jwt_key_pem: Option<String>,
+    /// `CLERK_AUTHORIZED_PARTIES`: accepted `azp` values (exact origins). Empty: any.
+    #[serde(skip)]
+    pub authorized_parties: Vec<String>,
+    /// Whether a token without `azp` is refused when `authorized_parties` is set.
+    /// Default `false`: Clerk mints cookie tokens without `azp` when the minting
+    /// request had no `Origin` (native apps, top-level navigations);
+    /// `@clerk/backend` < 3.11.1 accepts them, >= 3.11.1 refuses them.
+    pub require_azp: bool,
+    /// Expected `iss` (the instance's Frontend API URL). `None`: not checked.
+    pub issuer: Option<String>,
+    /// Clock skew allowed on `exp`, `nbf`, `iat`.
+    pub skew_ms: u64,
+    /// How long a fetched JWKS is used before it is refetched.
+    pub jwks_ttl_ms: u64,
+    /// An unknown `kid` refetches the JWKS at most once per this period.
+    pub unknown_kid_cooldown_ms: u64,
+    /// After a failed JWKS fetch, no fetch for this long (or Clerk's `Retry-After`).
+    pub failed_fetch_ttl_ms: u64,
+    /// Time limit of one JWKS fetch (real time: it bounds I/O).
+    pub jwks_fetch_timeout_ms: u64,
+    /// Verified tokens kept (each until its `exp`).
+    pub token_cache_capacity: u64,
+    /// Revoked session ids kept in process.
+    pub max_revocations: usize,
+}
+
+impl Default for VerifierConfig {
+    fn default() -> Self {
+        Self {
+            jwt_key_pem: None,
+            authorized_parties: Vec::new(),
+            require_azp: false,
+            issuer: None,
+            skew_ms: 5_000,
+            jwks_ttl_ms: 3_600_000,
+            unknown_kid_cooldown_ms: 300_000,
+            failed_fetch_ttl_ms: 5_000,
+            jwks_fetch_timeout_ms: 5_000,
+            token_cache_capacity: 100_000,
+            max_revocations: 100_000,
         }
     }
 }

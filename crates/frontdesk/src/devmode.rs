@@ -8,9 +8,9 @@ use std::net::SocketAddr;
 
 use frontdesk_emulator::{Emulator, EmulatorConfig, MintSession, RunningEmulator};
 
-use crate::app::AppState;
 use crate::config::{Config, Secret};
 use crate::error::Result;
+use crate::facade::Frontdesk;
 
 /// Lifetime of the demo token printed at start: long enough to paste into curl.
 const DEMO_TOKEN_TTL_S: u64 = 3600;
@@ -60,11 +60,11 @@ impl DevEmulator {
     }
 
     /// What `serve` prints once it is ready in dev mode.
-    pub fn banner(&self, edge: SocketAddr, api: SocketAddr, state: &AppState) -> String {
+    pub fn banner(&self, edge: SocketAddr, api: SocketAddr, state: &Frontdesk) -> String {
         let token = &self.demo_token;
         let clerk = &self.running.url;
         // The api token is a secret: name the variable, never print the value.
-        let auth = if state.config.api_token.is_some() {
+        let auth = if state.config().api_token.is_some() {
             " -H \"Authorization: Bearer $FRONTDESK_API_TOKEN\""
         } else {
             ""
@@ -84,8 +84,8 @@ impl DevEmulator {
              \n  curl -s{auth} http://{api}/v1/stats\
              \n  curl -s http://{api}/readyz\
              \n  curl -s -X POST {clerk}/__emulator/sessions -d '{{\"user_id\":\"{user}\"}}'   # a fresh token\n",
-            users = state.config.dev.users,
-            store = state.store.kind(),
+            users = state.config().dev.users,
+            store = state.store().kind(),
             user = self.demo_user,
             ttl = DEMO_TOKEN_TTL_S,
             secret = self.emulator.secret_key(),

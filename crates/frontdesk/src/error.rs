@@ -73,7 +73,7 @@ impl Error {
 
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
-        if crate::store::is_unavailable(&e) {
+        if is_unavailable(&e) {
             Error::StoreUnavailable(std::sync::Arc::new(e))
         } else {
             Error::Internal(anyhow::Error::new(e).context("store query failed"))
@@ -118,10 +118,9 @@ impl IntoResponse for Error {
         };
         let mut response = (status, Json(ErrorBody { code, message })).into_response();
         if status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                crate::http::www_authenticate(code),
-            );
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, www_authenticate(code));
         }
         if let Some(secs) = retry_after {
             response
@@ -129,5 +128,40 @@ impl IntoResponse for Error {
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
+    }
+}
+
+/// `Bearer error="invalid_token", error_description="<code>"` (RFC 6750 §3).
+pub fn www_authenticate(code: &str) -> HeaderValue {
+    // Codes are ASCII identifiers; anything else would be a bug, so fall back.
+    HeaderValue::from_str(&format!(
+        "Bearer error=\"invalid_token\", error_description=\"{code}\""
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static("Bearer error=\"invalid_token\""))
+}
+
+/// Whether an error means "the store cannot be reached" (answer 503 and retry) rather
+/// than "this query is wrong" (a bug: 500).
+pub fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            // Postgres: class 08 connection exceptions, 57P0x shutdown/cannot connect,
+            // 53300 too many connections, 3D000 database gone, 55000 database not
+            // accepting connections. SQLite: BUSY/LOCKED.
+            code.starts_with("08")
+                || code.starts_with("57P0")
+                || code == "53300"
+                || code == "3D000"
+                || code == "55000"
+                || code == "5"
+                || code == "6"
+        }
+        _ => false,
     }
 }

@@ -5,14 +5,17 @@
 pub mod api_auth;
 pub mod app;
 pub mod bus;
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod context;
 #[cfg(feature = "emulator")]
 pub mod devmode;
+pub mod embed;
 pub mod error;
 pub mod events;
+pub mod facade;
 pub mod gateway;
 pub mod generations;
 pub mod http;
@@ -21,6 +24,7 @@ pub mod ops;
 pub mod proxy;
 pub mod ratelimit;
 pub mod redis_link;
+pub mod services;
 pub mod singleflight;
 pub mod store;
 pub mod telemetry;
@@ -30,6 +34,8 @@ pub mod upstream;
 pub mod users;
 pub mod webhooks;
 
-pub use app::{App, AppState, Listeners, run};
+pub use app::{App, Listeners, run};
 pub use config::Config;
+pub use embed::{Context, FrontdeskLayer, OptionalSession, RequireRole, Session};
 pub use error::{Error, Result};
+pub use facade::{Frontdesk, FrontdeskBuilder};

@@ -24,8 +24,8 @@ async fn library(
 ) -> anyhow::Result<(u64, f64, usize)> {
     let users = fd
         .state
-        .users
-        .clone()
+        .users()
+        .cloned()
         .ok_or_else(|| anyhow::anyhow!("frontdesk has no user cache (no Clerk configured)"))?;
     emu.reset();
     let (ms, bad) = g

@@ -4,21 +4,23 @@
 use axum::Json;
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::app::AppState;
+use super::Auth;
 use crate::error::{Error, Result};
 use crate::tokens::Session;
 
-pub fn router() -> Router<AppState> {
+/// `/_frontdesk/me` and `/_frontdesk/me/profile`, answering through `auth`.
+pub fn router(auth: Auth) -> Router {
     Router::new()
         .route("/_frontdesk/me", get(me))
         .route("/_frontdesk/me/profile", post(ensure_profile))
         .layer(axum::middleware::map_response(private_answer))
+        .with_state(auth)
 }
 
 /// A user's own data: never stored by a shared cache, and varying by credentials.
@@ -50,28 +52,10 @@ fn session_out(s: &Session) -> SessionOut<'_> {
     }
 }
 
-/// Verifies the request's session token and records the user id on the request span
-/// (never the token).
-pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Session> {
-    let verifier = state.verifier.as_ref().ok_or_else(|| {
-        Error::client(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "auth_unconfigured",
-            "no way to verify session tokens is configured (CLERK_JWT_KEY or CLERK_SECRET_KEY)",
-        )
-    })?;
-    let session = verifier
-        .verify_headers(headers)
-        .await
-        .map_err(Error::from)?;
-    tracing::Span::current().record("user_id", session.user_id.as_str());
-    Ok(session)
-}
-
 // Takes the request itself: the `HeaderMap` extractor would clone every header.
-async fn me(State(state): State<AppState>, req: Request) -> Result<Response> {
-    let session = authenticate(&state, req.headers()).await?;
-    let (context, _) = state.context.resolve(&session.user_id).await?;
+async fn me(State(auth): State<Auth>, req: Request) -> Result<Response> {
+    let session = auth.authenticate(req.headers()).await?;
+    let (context, _) = auth.context().resolve(&session.user_id).await?;
     // The user and profile were rendered once when the context was cached; only the
     // session part is written per request.
     let rendered = context.rendered();
@@ -85,9 +69,9 @@ async fn me(State(state): State<AppState>, req: Request) -> Result<Response> {
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
-async fn ensure_profile(State(state): State<AppState>, req: Request) -> Result<Json<Value>> {
-    let session = authenticate(&state, req.headers()).await?;
-    let (context, created) = state.context.ensure(&session.user_id).await?;
+async fn ensure_profile(State(auth): State<Auth>, req: Request) -> Result<Json<Value>> {
+    let session = auth.authenticate(req.headers()).await?;
+    let (context, created) = auth.context().ensure(&session.user_id).await?;
     Ok(Json(json!({
         "profile": &context.profile,
         "created": created,

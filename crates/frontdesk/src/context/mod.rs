@@ -8,6 +8,7 @@
 //! and no cached context can make a dashboard wait for a profile forever.
 
 pub mod api;
+mod auth;
 pub mod roles;
 
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
+pub use auth::Auth;
 pub use roles::{role_of, upsert_from_clerk};
 
 use crate::bus::{Bus, Overflow};

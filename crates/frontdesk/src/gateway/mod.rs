@@ -28,9 +28,8 @@ use http::StatusCode;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use tokio_util::sync::CancellationToken;
 
-use crate::app::AppState;
 use crate::config::{Config, ConfigError, RateLimitKey, RouteAuth, RouteConfig};
-use crate::context::Context;
+use crate::context::{Auth, Context};
 use crate::error::Error;
 use crate::ratelimit::{self, BucketKind, Decision, Limiter, Mode, Policy};
 use crate::redis_link::RedisLink;
@@ -40,6 +39,16 @@ use assertion::{Claims, Signer};
 use client_ip::TrustedProxies;
 use forward::{HttpClient, Origin};
 use routes::{Route, Upstream};
+
+/// What the gateway's layers and routes need: the gateway itself, the same `Auth` as
+/// `/_frontdesk/me`, and Redis and the clock for the assertion keys. Cheap to clone.
+#[derive(Clone)]
+pub struct GatewayState {
+    pub gateway: Arc<Gateway>,
+    pub auth: Auth,
+    pub redis: Option<Arc<RedisLink>>,
+    pub clock: crate::clock::SharedClock,
+}
 
 pub const JWKS_PATH: &str = "/_frontdesk/.well-known/jwks.json";
 
@@ -209,11 +218,11 @@ impl Gateway {
 }
 
 /// Edge routes of the gateway itself: the assertion keys.
-pub fn edge_router() -> Router<AppState> {
-    Router::new().route(JWKS_PATH, get(jwks))
+pub fn edge_router(state: GatewayState) -> Router {
+    Router::new().route(JWKS_PATH, get(jwks)).with_state(state)
 }
 
-async fn jwks(State(state): State<AppState>) -> Response {
+async fn jwks(State(state): State<GatewayState>) -> Response {
     let body = state
         .gateway
         .signer
@@ -224,7 +233,7 @@ async fn jwks(State(state): State<AppState>) -> Response {
 
 /// Wraps the finished edge router: configured routes are forwarded (or, under
 /// `/_frontdesk/`, rate-limited) before any inner layer runs.
-pub fn front(router: Router, state: &AppState) -> Router {
+pub fn front(router: Router, state: &GatewayState) -> Router {
     if !state.gateway.enabled() {
         return router;
     }
@@ -233,14 +242,14 @@ pub fn front(router: Router, state: &AppState) -> Router {
 
 /// Wraps the finished api router: `/clerk/v1/*` is rate-limited per bearer key when
 /// `proxy.clerk_api_rate_limit` names a policy.
-pub fn front_api(router: Router, state: &AppState) -> Router {
+pub fn front_api(router: Router, state: &GatewayState) -> Router {
     if state.gateway.clerk_api_policy.is_none() {
         return router;
     }
     router.layer(middleware::from_fn_with_state(state.clone(), handle_api))
 }
 
-async fn handle_api(State(state): State<AppState>, req: Request, next: Next) -> Response {
+async fn handle_api(State(state): State<GatewayState>, req: Request, next: Next) -> Response {
     let gw = &state.gateway;
     let (Some(i), true) = (
         gw.clerk_api_policy,
@@ -273,7 +282,7 @@ async fn handle_api(State(state): State<AppState>, req: Request, next: Next) -> 
 }
 
 /// Publishes this instance's assertion key while the app runs.
-pub async fn run_key_publisher(state: AppState, stop: CancellationToken) {
+pub async fn run_key_publisher(state: GatewayState, stop: CancellationToken) {
     // No routes: no assertion is ever signed, so there is nothing to publish (and no
     // reason to warn about a single instance's key).
     if !state.gateway.enabled() {
@@ -296,7 +305,7 @@ struct Identity {
     context: Arc<Context>,
 }
 
-async fn handle(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+async fn handle(State(state): State<GatewayState>, mut req: Request, next: Next) -> Response {
     let gw = &state.gateway;
     let path = req.uri().path();
     let internal = path == "/_frontdesk" || path.starts_with("/_frontdesk/");
@@ -387,12 +396,12 @@ async fn handle(State(state): State<AppState>, mut req: Request, next: Next) -> 
 }
 
 /// The session and context of a request that carries a token; `Ok(None)` without one.
-async fn identify(state: &AppState, headers: &HeaderMap) -> Result<Option<Identity>, Error> {
+async fn identify(state: &GatewayState, headers: &HeaderMap) -> Result<Option<Identity>, Error> {
     if crate::tokens::extract_token(headers).is_none() {
         return Ok(None);
     }
-    let session = crate::context::api::authenticate(state, headers).await?;
-    let (context, _) = state.context.resolve(&session.user_id).await?;
+    let session = state.auth.authenticate(headers).await?;
+    let (context, _) = state.auth.resolve(&session).await?;
     Ok(Some(Identity { session, context }))
 }
 

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -97,14 +97,10 @@ pub fn code_for(status: StatusCode) -> &'static str {
     }
 }
 
-/// `Bearer error="invalid_token", error_description="<code>"` (RFC 6750 §3).
-pub fn www_authenticate(code: &str) -> HeaderValue {
-    // Codes are ASCII identifiers; anything else would be a bug, so fall back.
-    HeaderValue::from_str(&format!(
-        "Bearer error=\"invalid_token\", error_description=\"{code}\""
-    ))
-    .unwrap_or_else(|_| HeaderValue::from_static("Bearer error=\"invalid_token\""))
-}
+pub use crate::error::www_authenticate;
+
+/// `X-Cache: HIT|MISS|STALE|BYPASS` on the user API and the proxy.
+pub const X_CACHE: &str = "x-cache";
 
 /// Whether reading a body failed because it was over its limit (as opposed to the
 /// client going away mid-body, which is not a 413).

@@ -7,18 +7,20 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::app::AppState;
+use crate::facade::Frontdesk;
 
-pub fn edge_router() -> Router<AppState> {
+pub fn edge_router() -> Router {
     Router::new().route("/_frontdesk/healthz", get(healthz))
 }
 
-pub fn api_router() -> Router<AppState> {
+pub fn api_router(frontdesk: Frontdesk) -> Router {
     Router::new()
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
+        .route("/v1/stats", get(stats))
+        .with_state(frontdesk)
 }
 
 async fn healthz() -> Json<serde_json::Value> {
@@ -28,9 +30,9 @@ async fn healthz() -> Json<serde_json::Value> {
 /// Ready when the store answers a query. Redis is reported, and only fails readiness
 /// when `readyz_require_redis` is set: without Redis, Frontdesk keeps serving from its
 /// in-process tier, so pulling the instance out of rotation would make things worse.
-async fn readyz(State(state): State<AppState>) -> Response {
+async fn readyz(State(state): State<Frontdesk>) -> Response {
     let mut store_reason = None;
-    let store_ok = match state.store.ping().await {
+    let store_ok = match state.store().ping().await {
         Ok(()) => true,
         Err(e) => {
             tracing::warn!(error = %e, "readiness: store check failed");
@@ -41,7 +43,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
         }
     };
     let mut redis_reason = None;
-    let redis = match &state.redis {
+    let redis = match state.redis() {
         None => "disabled",
         Some(link) if link.ping().await => "up",
         Some(link) => {
@@ -49,7 +51,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
             "down"
         }
     };
-    let ready = store_ok && !(state.config.readyz_require_redis && redis == "down");
+    let ready = store_ok && !(state.config().readyz_require_redis && redis == "down");
     let status = if ready {
         StatusCode::OK
     } else {
@@ -58,7 +60,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
     let mut body = json!({
         "status": if ready { "ready" } else { "unavailable" },
         "checks": {
-            "store": {"kind": state.store.kind(), "status": if store_ok { "up" } else { "down" }},
+            "store": {"kind": state.store().kind(), "status": if store_ok { "up" } else { "down" }},
             "redis": redis,
         }
     });
@@ -72,8 +74,8 @@ async fn readyz(State(state): State<AppState>) -> Response {
     (status, Json(body)).into_response()
 }
 
-async fn metrics_text(State(state): State<AppState>) -> Response {
-    match &state.prometheus {
+async fn metrics_text(State(state): State<Frontdesk>) -> Response {
+    match state.prometheus() {
         Some(handle) => (
             [(
                 header::CONTENT_TYPE,
@@ -89,4 +91,59 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
         )
         .into_response(),
     }
+}
+
+fn ratio(hits: u64, misses: u64) -> f64 {
+    if hits + misses == 0 {
+        0.0
+    } else {
+        hits as f64 / (hits + misses) as f64
+    }
+}
+
+async fn stats(State(state): State<Frontdesk>) -> Json<Value> {
+    let redis = match state.redis() {
+        None => "disabled",
+        Some(r) if r.is_up() => "up",
+        Some(_) => "down",
+    };
+    let cache = state.users().map(|u| u.stats());
+    let upstream = state.clerk().map(|c| &c.client).map(|c| {
+        let by_endpoint: serde_json::Map<String, Value> = c
+            .calls_by_endpoint()
+            .into_iter()
+            .map(|(e, calls, errors)| (e.to_string(), json!({"calls": calls, "errors": errors})))
+            .collect();
+        json!({
+            "calls": c.total_calls(),
+            "refused_while_paused": c.refused_while_paused(),
+            "health": c.health(),
+            "by_endpoint": by_endpoint,
+        })
+    });
+    let users = cache.map(|s| {
+        json!({
+            "l1": {"entries": s.l1_entries, "hits": s.l1_hits, "misses": s.l1_misses,
+                   "hit_ratio": ratio(s.l1_hits, s.l1_misses)},
+            "l2": {"status": redis, "hits": s.l2_hits, "misses": s.l2_misses, "errors": s.l2_errors,
+                   "hit_ratio": ratio(s.l2_hits, s.l2_misses)},
+            "upstream_loads": s.upstream_loads,
+            "stale_served": s.stale_served,
+            "coalesced_waits": s.coalesced_waits,
+            "batches": s.batches,
+            "batched_ids": s.batched_ids,
+            "invalidations": {"sent": s.invalidations_sent, "received": s.invalidations_received},
+        })
+    });
+    Json(json!({
+        "instance_id": state.bus().instance_id(),
+        "store": state.store().kind(),
+        "redis": redis,
+        "users": users,
+        "upstream": upstream,
+        "rate_limits": {
+            "backend": state.gateway().limiter().backend(),
+            "memory_fallbacks": state.gateway().limiter().fallbacks(),
+        },
+    }))
 }

@@ -32,15 +32,30 @@ use subtle::ConstantTimeEq;
 pub use path::{ProxyPath, is_clerk_id};
 pub use reads::{ReadCache, ReadKey, normalize_query};
 
-use crate::app::AppState;
+use crate::bus::Bus;
+use crate::upstream::ClerkClient;
 use crate::upstream::{UpstreamError, UpstreamRequest, UpstreamResponse};
-use crate::users::{CachedUser, Source};
+use crate::users::{CachedUser, Source, UserCache};
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/clerk/v1/{*rest}", any(handle))
+/// What the proxy needs: the Clerk client and both caches, and the bus its writes
+/// announce on. `None` (no Clerk secret key): every request answers 503
+/// `upstream_unconfigured` in Clerk's error shape.
+#[derive(Clone)]
+pub struct ProxyState {
+    pub client: Arc<ClerkClient>,
+    pub users: UserCache,
+    pub reads: Arc<ReadCache>,
+    pub bus: Arc<Bus>,
 }
 
-pub const X_CACHE: &str = "x-cache";
+/// `/clerk/v1/*` on the api listener.
+pub fn router(state: Option<ProxyState>) -> Router {
+    Router::new()
+        .route("/clerk/v1/{*rest}", any(handle))
+        .with_state(state)
+}
+
+pub use crate::http::X_CACHE;
 
 /// An error in Clerk's own shape, so the SDKs parse it as they would Clerk's.
 pub fn clerk_error(status: StatusCode, code: &str, message: &str, long: &str) -> Response {
@@ -117,17 +132,19 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 #[tracing::instrument(name = "clerk_proxy", skip_all, fields(method = %method))]
 async fn handle(
-    State(state): State<AppState>,
+    State(state): State<Option<ProxyState>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (Some(client), Some(users), Some(reads)) = (
-        state.clerk.clone(),
-        state.users.clone(),
-        state.proxy_reads.clone(),
-    ) else {
+    let Some(ProxyState {
+        client,
+        users,
+        reads,
+        bus,
+    }) = state
+    else {
         return clerk_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "upstream_unconfigured",
@@ -216,7 +233,7 @@ async fn handle(
     match client.send(req).await {
         Ok(resp) => {
             if resp.status.is_success() && method != Method::HEAD && method != Method::OPTIONS {
-                invalidate_after_write(&state, &users, &reads, &segs, default_version, &resp).await;
+                invalidate_after_write(&bus, &users, &reads, &segs, default_version, &resp).await;
             }
             relay(resp, "BYPASS")
         }
@@ -224,7 +241,7 @@ async fn handle(
     }
 }
 
-async fn single_user(users: &crate::users::UserCache, id: &str) -> Response {
+async fn single_user(users: &UserCache, id: &str) -> Response {
     match users.get(id).await {
         Ok(lookup) => match lookup.user {
             Some(u) => {
@@ -257,8 +274,8 @@ async fn single_user(users: &crate::users::UserCache, id: &str) -> Response {
 /// that answer is the user, otherwise forget the user; void cached reads of the
 /// resource's namespace on every instance.
 async fn invalidate_after_write(
-    state: &AppState,
-    users: &crate::users::UserCache,
+    bus: &Bus,
+    users: &UserCache,
     reads: &Arc<ReadCache>,
     segs: &[&str],
     default_version: bool,
@@ -268,7 +285,7 @@ async fn invalidate_after_write(
     // sent and matches no cached user.
     if let ["users", id, ..] = segs {
         if !is_clerk_id(id) {
-            reads.bump("users", &state.bus).await;
+            reads.bump("users", bus).await;
             return;
         }
         let fresh = serde_json::from_slice::<serde_json::Value>(&resp.body)
@@ -291,6 +308,6 @@ async fn invalidate_after_write(
         }
     }
     if let Some(ns) = segs.first() {
-        reads.bump(ns, &state.bus).await;
+        reads.bump(ns, bus).await;
     }
 }

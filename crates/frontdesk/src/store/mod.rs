@@ -276,28 +276,4 @@ async fn probe(opts: &PgConnectOptions) -> bool {
     )
 }
 
-/// Whether an error means "the store cannot be reached" (answer 503 and retry) rather
-/// than "this query is wrong" (a bug: 500).
-pub fn is_unavailable(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(db) => {
-            let code = db.code().unwrap_or_default();
-            // Postgres: class 08 connection exceptions, 57P0x shutdown/cannot connect,
-            // 53300 too many connections, 3D000 database gone, 55000 database not
-            // accepting connections. SQLite: BUSY/LOCKED.
-            code.starts_with("08")
-                || code.starts_with("57P0")
-                || code == "53300"
-                || code == "3D000"
-                || code == "55000"
-                || code == "5"
-                || code == "6"
-        }
-        _ => false,
-    }
-}
+pub use crate::error::is_unavailable;

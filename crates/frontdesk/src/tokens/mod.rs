@@ -36,7 +36,6 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey};
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -53,61 +52,8 @@ use jwks::{JwksCache, JwksTimings};
 /// Tokens longer than this are refused unparsed (Clerk's are ~1 KiB).
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
-/// How verification behaves. Times are milliseconds. This is also the `[tokens]`
-/// section of the configuration; the key and the parties are Clerk settings
-/// (`CLERK_JWT_KEY`, `CLERK_AUTHORIZED_PARTIES`, under `[clerk]`), so they are not
-/// read from that section and are filled in when the verifier is built.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct VerifierConfig {
-    /// `CLERK_JWT_KEY`: the instance's RSA public key as PEM (SPKI `PUBLIC KEY` or
-    /// PKCS#1 `RSA PUBLIC KEY`; escaped `\n` and one-line bodies are accepted). When
-    /// set, no JWKS is ever fetched and the token's `kid` is not consulted.
-    #[serde(skip)]
-    pub jwt_key_pem: Option<String>,
-    /// `CLERK_AUTHORIZED_PARTIES`: accepted `azp` values (exact origins). Empty: any.
-    #[serde(skip)]
-    pub authorized_parties: Vec<String>,
-    /// Whether a token without `azp` is refused when `authorized_parties` is set.
-    /// Default `false`: Clerk mints cookie tokens without `azp` when the minting
-    /// request had no `Origin` (native apps, top-level navigations);
-    /// `@clerk/backend` < 3.11.1 accepts them, >= 3.11.1 refuses them.
-    pub require_azp: bool,
-    /// Expected `iss` (the instance's Frontend API URL). `None`: not checked.
-    pub issuer: Option<String>,
-    /// Clock skew allowed on `exp`, `nbf`, `iat`.
-    pub skew_ms: u64,
-    /// How long a fetched JWKS is used before it is refetched.
-    pub jwks_ttl_ms: u64,
-    /// An unknown `kid` refetches the JWKS at most once per this period.
-    pub unknown_kid_cooldown_ms: u64,
-    /// After a failed JWKS fetch, no fetch for this long (or Clerk's `Retry-After`).
-    pub failed_fetch_ttl_ms: u64,
-    /// Time limit of one JWKS fetch (real time: it bounds I/O).
-    pub jwks_fetch_timeout_ms: u64,
-    /// Verified tokens kept (each until its `exp`).
-    pub token_cache_capacity: u64,
-    /// Revoked session ids kept in process.
-    pub max_revocations: usize,
-}
-
-impl Default for VerifierConfig {
-    fn default() -> Self {
-        Self {
-            jwt_key_pem: None,
-            authorized_parties: Vec::new(),
-            require_azp: false,
-            issuer: None,
-            skew_ms: 5_000,
-            jwks_ttl_ms: 3_600_000,
-            unknown_kid_cooldown_ms: 300_000,
-            failed_fetch_ttl_ms: 5_000,
-            jwks_fetch_timeout_ms: 5_000,
-            token_cache_capacity: 100_000,
-            max_revocations: 100_000,
-        }
-    }
-}
+/// The `[tokens]` section; it lives in `config` (below every capability).
+pub use crate::config::VerifierConfig;
 
 /// Why a [`Verifier`] could not be built.
 #[derive(Debug, thiserror::Error)]

@@ -15,17 +15,18 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{CachedUser, UserCache};
-use crate::app::AppState;
 use crate::error::{Error, Result};
 use crate::json::JsonBody;
 
-pub fn router() -> Router<AppState> {
+/// The native user API; `users` is `None` without a Clerk instance (503
+/// `upstream_unconfigured`).
+pub fn router(users: Option<UserCache>) -> Router {
     Router::new()
         .route("/v1/users/batch", post(batch))
         .route("/v1/users/warm", post(warm))
         .route("/v1/users/{id}", get(one))
         .route("/v1/cache/users/{id}", delete(evict))
-        .route("/v1/stats", get(stats))
+        .with_state(users)
 }
 
 /// How much of a user to return.
@@ -73,8 +74,8 @@ pub fn render(user: &CachedUser, fields: Fields) -> Value {
     }
 }
 
-fn users_of(state: &AppState) -> Result<&UserCache> {
-    state.users.as_ref().ok_or_else(|| {
+fn users_of(users: &Option<UserCache>) -> Result<&UserCache> {
+    users.as_ref().ok_or_else(|| {
         Error::client(
             StatusCode::SERVICE_UNAVAILABLE,
             "upstream_unconfigured",
@@ -98,19 +99,19 @@ fn check_id(id: &str) -> Result<()> {
 }
 
 async fn one(
-    State(state): State<AppState>,
+    State(users): State<Option<UserCache>>,
     Path(id): Path<String>,
     Query(q): Query<FieldsQuery>,
 ) -> Result<Response> {
     check_id(&id)?;
     let fields = parse_fields(&q)?;
-    let lookup = users_of(&state)?.get(&id).await?;
+    let lookup = users_of(&users)?.get(&id).await?;
     let user = lookup
         .user
         .ok_or_else(|| Error::not_found(format!("no user {id}")))?;
     let mut r = Json(render(&user, fields)).into_response();
     if let Ok(v) = lookup.source.x_cache().parse() {
-        r.headers_mut().insert(crate::proxy::X_CACHE, v);
+        r.headers_mut().insert(crate::http::X_CACHE, v);
     }
     Ok(r)
 }
@@ -134,13 +135,13 @@ fn check_ids(ids: &[String]) -> Result<()> {
 }
 
 async fn batch(
-    State(state): State<AppState>,
+    State(users): State<Option<UserCache>>,
     Query(q): Query<FieldsQuery>,
     JsonBody(body): JsonBody<IdsIn>,
 ) -> Result<Json<Value>> {
     let fields = parse_fields(&q)?;
     check_ids(&body.ids)?;
-    let users = users_of(&state)?;
+    let users = users_of(&users)?;
     // Duplicates are looked up once; answers follow the request's order.
     let mut unique: Vec<String> = body.ids.clone();
     unique.sort();
@@ -170,11 +171,11 @@ struct WarmOut {
 }
 
 async fn warm(
-    State(state): State<AppState>,
+    State(users): State<Option<UserCache>>,
     JsonBody(body): JsonBody<IdsIn>,
 ) -> Result<Json<WarmOut>> {
     check_ids(&body.ids)?;
-    let users = users_of(&state)?;
+    let users = users_of(&users)?;
     let mut out = WarmOut {
         requested: body.ids.len(),
         found: 0,
@@ -191,9 +192,12 @@ async fn warm(
     Ok(Json(out))
 }
 
-async fn evict(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode> {
+async fn evict(
+    State(users): State<Option<UserCache>>,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
     check_id(&id)?;
-    users_of(&state)?.invalidate(&id).await.map_err(|_| {
+    users_of(&users)?.invalidate(&id).await.map_err(|_| {
         Error::client(
             StatusCode::SERVICE_UNAVAILABLE,
             "invalidation_backlog",
@@ -201,59 +205,4 @@ async fn evict(State(state): State<AppState>, Path(id): Path<String>) -> Result<
         )
     })?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-fn ratio(hits: u64, misses: u64) -> f64 {
-    if hits + misses == 0 {
-        0.0
-    } else {
-        hits as f64 / (hits + misses) as f64
-    }
-}
-
-async fn stats(State(state): State<AppState>) -> Json<Value> {
-    let redis = match &state.redis {
-        None => "disabled",
-        Some(r) if r.is_up() => "up",
-        Some(_) => "down",
-    };
-    let cache = state.users.as_ref().map(|u| u.stats());
-    let upstream = state.clerk.as_ref().map(|c| {
-        let by_endpoint: serde_json::Map<String, Value> = c
-            .calls_by_endpoint()
-            .into_iter()
-            .map(|(e, calls, errors)| (e.to_string(), json!({"calls": calls, "errors": errors})))
-            .collect();
-        json!({
-            "calls": c.total_calls(),
-            "refused_while_paused": c.refused_while_paused(),
-            "health": c.health(),
-            "by_endpoint": by_endpoint,
-        })
-    });
-    let users = cache.map(|s| {
-        json!({
-            "l1": {"entries": s.l1_entries, "hits": s.l1_hits, "misses": s.l1_misses,
-                   "hit_ratio": ratio(s.l1_hits, s.l1_misses)},
-            "l2": {"status": redis, "hits": s.l2_hits, "misses": s.l2_misses, "errors": s.l2_errors,
-                   "hit_ratio": ratio(s.l2_hits, s.l2_misses)},
-            "upstream_loads": s.upstream_loads,
-            "stale_served": s.stale_served,
-            "coalesced_waits": s.coalesced_waits,
-            "batches": s.batches,
-            "batched_ids": s.batched_ids,
-            "invalidations": {"sent": s.invalidations_sent, "received": s.invalidations_received},
-        })
-    });
-    Json(json!({
-        "instance_id": state.bus.instance_id(),
-        "store": state.store.kind(),
-        "redis": redis,
-        "users": users,
-        "upstream": upstream,
-        "rate_limits": {
-            "backend": state.gateway.limiter().backend(),
-            "memory_fallbacks": state.gateway.limiter().fallbacks(),
-        },
-    }))
 }

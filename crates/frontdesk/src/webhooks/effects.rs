@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use crate::app::AppState;
+use super::WebhooksState;
 use crate::context::upsert_from_clerk;
 use crate::events::AppEvent;
 use crate::store::ClaimedMessage;
@@ -66,7 +66,7 @@ fn shape(what: &str, e: &serde_json::Error) -> String {
 
 /// Applies one message. An `Err` is retried later (its text becomes `last_error`, so it
 /// must not carry payload data beyond ids).
-pub(super) async fn apply(state: &AppState, msg: &ClaimedMessage) -> Result<(), String> {
+pub(super) async fn apply(state: &WebhooksState, msg: &ClaimedMessage) -> Result<(), String> {
     let envelope: Envelope<'_> =
         serde_json::from_str(&msg.payload).map_err(|e| shape("envelope", &e))?;
     let data = envelope.data.get();
@@ -87,6 +87,7 @@ pub(super) async fn apply(state: &AppState, msg: &ClaimedMessage) -> Result<(), 
                 .map_err(|e| format!("upsert: {e}"))?;
             let stale = row.clerk_updated_at > upsert.clerk_updated_at;
             state
+                .fanout
                 .user_changed(user.id())
                 .await
                 .map_err(|e| format!("invalidation: {e}"))?;
@@ -104,6 +105,7 @@ pub(super) async fn apply(state: &AppState, msg: &ClaimedMessage) -> Result<(), 
                 .await
                 .map_err(|e| format!("soft delete: {e}"))?;
             state
+                .fanout
                 .user_changed(&d.id)
                 .await
                 .map_err(|e| format!("invalidation: {e}"))?;
@@ -118,6 +120,7 @@ pub(super) async fn apply(state: &AppState, msg: &ClaimedMessage) -> Result<(), 
                 .unwrap_or(now + REVOKE_DEFAULT_MS)
                 .clamp(now + REVOKE_DEFAULT_MS, now + REVOKE_MAX_MS);
             state
+                .fanout
                 .session_revoked(&s.id, until, Some((&msg.id, msg.claim)))
                 .await
                 .map_err(|e| format!("revocation: {e}"))?;
@@ -131,6 +134,7 @@ pub(super) async fn apply(state: &AppState, msg: &ClaimedMessage) -> Result<(), 
             let user_id = m.public_user_data.and_then(|p| p.user_id);
             if let Some(uid) = &user_id {
                 state
+                    .fanout
                     .user_changed(uid)
                     .await
                     .map_err(|e| format!("invalidation: {e}"))?;
@@ -154,7 +158,7 @@ pub(super) async fn apply(state: &AppState, msg: &ClaimedMessage) -> Result<(), 
         // Kept in the inbox for audit; nothing to do.
         _ => return Ok(()),
     };
-    state.events.publish(AppEvent {
+    state.fanout.publish(AppEvent {
         kind: msg.kind.clone(),
         subject,
         at_ms: now,
@@ -164,10 +168,8 @@ pub(super) async fn apply(state: &AppState, msg: &ClaimedMessage) -> Result<(), 
 }
 
 /// Voids the proxy's cached reads of `ns` on every instance.
-async fn bump(state: &AppState, ns: &str) {
-    if let Some(reads) = &state.proxy_reads {
-        reads.bump(ns, &state.bus).await;
-    }
+async fn bump(state: &WebhooksState, ns: &str) {
+    state.fanout.namespace_changed(ns).await;
 }
 
 fn merge(a: Value, b: Value) -> Value {

@@ -11,8 +11,8 @@ use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
 
+use super::WebhooksState;
 use super::verify::{Rejection, SignedHeaders};
-use crate::app::AppState;
 use crate::error::{Error, Result};
 use crate::store::NewInboxMessage;
 
@@ -34,7 +34,7 @@ const MAX_TYPE_LEN: usize = 100;
 
 #[tracing::instrument(name = "webhook", skip_all)]
 pub(super) async fn receive(
-    State(state): State<AppState>,
+    State(state): State<WebhooksState>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {

@@ -29,9 +29,13 @@ pub use retention::run_retention;
 pub use verify::{Rejection, SignedHeaders, SigningKeys};
 pub use worker::run_workers;
 
-use crate::app::AppState;
+use std::sync::Arc;
+
+use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::error::Result;
+use crate::services::Fanout;
+use crate::store::Store;
 
 /// The edge route Clerk is configured to call.
 pub const ENDPOINT: &str = "/_frontdesk/webhooks/clerk";
@@ -69,16 +73,31 @@ impl Webhooks {
     }
 }
 
+/// What ingestion, the workers, the inbox operations and retention need. Cheap to
+/// clone.
+#[derive(Clone)]
+pub struct WebhooksState {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub clock: SharedClock,
+    pub webhooks: Arc<Webhooks>,
+    /// Where the effects' invalidations, revocations and events go.
+    pub fanout: Fanout,
+}
+
 /// `POST /_frontdesk/webhooks/clerk`.
-pub fn edge_router() -> Router<AppState> {
-    Router::new().route(ENDPOINT, post(ingest::receive))
+pub fn edge_router(state: WebhooksState) -> Router {
+    Router::new()
+        .route(ENDPOINT, post(ingest::receive))
+        .with_state(state)
 }
 
 /// The inbox operations.
-pub fn api_router() -> Router<AppState> {
+pub fn api_router(state: WebhooksState) -> Router {
     Router::new()
         .route("/v1/webhooks", get(ops::list))
         .route("/v1/webhooks/replay", post(ops::replay_state))
         .route("/v1/webhooks/purge", post(ops::purge_state))
         .route("/v1/webhooks/{id}/replay", post(ops::replay_one))
+        .with_state(state)
 }

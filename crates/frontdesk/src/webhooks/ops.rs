@@ -8,7 +8,7 @@ use crate::http::{Path, Query};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::app::AppState;
+use super::WebhooksState;
 use crate::error::{Error, Result};
 use crate::store::InboxState;
 
@@ -30,7 +30,7 @@ fn parse_state(s: &str) -> Result<InboxState> {
 
 /// `GET /v1/webhooks?state=pending|done|dead&limit=N`, newest first.
 pub(super) async fn list(
-    State(state): State<AppState>,
+    State(state): State<WebhooksState>,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Value>> {
     let filter = q.state.as_deref().map(parse_state).transpose()?;
@@ -47,7 +47,7 @@ pub(super) async fn list(
 
 /// `POST /v1/webhooks/{id}/replay`: back to `pending`, attempts reset, due now.
 pub(super) async fn replay_one(
-    State(state): State<AppState>,
+    State(state): State<WebhooksState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>> {
     let now = state.clock.now_ms() as i64;
@@ -69,7 +69,7 @@ pub(super) struct ReplayQuery {
 /// `pending`. Only `dead` is accepted: replaying everything `done` by accident would
 /// re-run a whole history.
 pub(super) async fn replay_state(
-    State(state): State<AppState>,
+    State(state): State<WebhooksState>,
     Query(q): Query<ReplayQuery>,
 ) -> Result<Json<Value>> {
     let which = parse_state(q.state.as_deref().unwrap_or(""))?;
@@ -90,7 +90,7 @@ pub(super) async fn replay_state(
 /// Dead letters are kept until replayed or purged here; `done` ones are purged after
 /// `webhooks.retention_ms` anyway. `pending` is refused: it would lose work.
 pub(super) async fn purge_state(
-    State(state): State<AppState>,
+    State(state): State<WebhooksState>,
     Query(q): Query<ReplayQuery>,
 ) -> Result<Json<Value>> {
     let which = parse_state(q.state.as_deref().unwrap_or(""))?;

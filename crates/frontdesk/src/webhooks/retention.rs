@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::app::AppState;
+use super::WebhooksState;
 use crate::error::Result;
 
 /// Deletes the `done` messages older than the retention. Returns how many.
-pub async fn purge_expired(state: &AppState) -> Result<u64> {
+pub async fn purge_expired(state: &WebhooksState) -> Result<u64> {
     let now = state.clock.now_ms();
     let cutoff = now.saturating_sub(state.config.webhooks.retention_ms);
     let cutoff = i64::try_from(cutoff).unwrap_or(i64::MAX);
@@ -24,7 +24,7 @@ pub async fn purge_expired(state: &AppState) -> Result<u64> {
 }
 
 /// Runs [`purge_expired`] every `webhooks.purge_interval_ms` until `stop` fires.
-pub async fn run_retention(state: AppState, stop: CancellationToken) {
+pub async fn run_retention(state: WebhooksState, stop: CancellationToken) {
     let every = Duration::from_millis(state.config.webhooks.purge_interval_ms.max(1));
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

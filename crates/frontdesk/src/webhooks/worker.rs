@@ -13,8 +13,8 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::WebhooksState;
 use super::effects;
-use crate::app::AppState;
 use crate::config::WebhooksConfig;
 use crate::store::ClaimedMessage;
 
@@ -29,7 +29,7 @@ pub(super) fn effect_timeout(cfg: &WebhooksConfig) -> Duration {
 }
 
 /// Runs until `stop` fires. With `workers = 0` it only keeps the queue gauges fresh.
-pub async fn run_workers(state: AppState, stop: CancellationToken) {
+pub async fn run_workers(state: WebhooksState, stop: CancellationToken) {
     let cfg = state.config.webhooks.clone();
     let poll = Duration::from_millis(cfg.poll_interval_ms);
     let permits = Arc::new(Semaphore::new(cfg.workers));
@@ -107,7 +107,7 @@ pub async fn run_workers(state: AppState, stop: CancellationToken) {
     tracing::info!("webhook workers stopped");
 }
 
-async fn process(state: &AppState, cfg: &WebhooksConfig, msg: ClaimedMessage) {
+async fn process(state: &WebhooksState, cfg: &WebhooksConfig, msg: ClaimedMessage) {
     let max = cfg.max_attempts as i32;
     let store = &state.store;
     if msg.attempts > max {
@@ -165,7 +165,7 @@ async fn process(state: &AppState, cfg: &WebhooksConfig, msg: ClaimedMessage) {
     }
 }
 
-async fn finish_dead(state: &AppState, msg: &ClaimedMessage, err: &str) {
+async fn finish_dead(state: &WebhooksState, msg: &ClaimedMessage, err: &str) {
     metrics::counter!("frontdesk_webhooks_processed_total", "outcome" => "dead").increment(1);
     tracing::error!(
         msg_id = %msg.id, kind = %msg.kind, attempts = msg.attempts, error = %err,
@@ -197,7 +197,7 @@ pub(super) fn backoff_ms(cfg: &WebhooksConfig, attempts: i32) -> u64 {
     full / 2 + rand::random_range(0..=full / 2)
 }
 
-async fn refresh_gauges(state: &AppState) {
+async fn refresh_gauges(state: &WebhooksState) {
     match state.store.inbox_stats().await {
         Ok(s) => {
             let now = state.clock.now_ms() as i64;

@@ -42,7 +42,7 @@ async fn once_the_store_is_known_down_new_users_are_refused_without_the_pool_and
     // No inbox polling: every statement here is a request's.
     c.webhooks.workers = 0;
     let app = TestApp::start(c).await;
-    let store = app.state.store.clone();
+    let store = app.state.store().clone();
     assert_eq!(
         me(&app, &token(&emu, &Emulator::seed_user_id(0))).await.0,
         200

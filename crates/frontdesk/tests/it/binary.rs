@@ -348,7 +348,7 @@ async fn warm_fills_a_running_instance_from_an_ids_file() {
     // Now every one is a hit: no further Clerk call.
     let calls = emu.stats().total;
     assert!(calls <= 6, "{calls}");
-    let users = app.state.users.clone().unwrap();
+    let users = app.state.users().cloned().unwrap();
     for id in ids.iter().take(120) {
         assert_eq!(
             users.get(id).await.unwrap().source,

@@ -94,7 +94,7 @@ async fn hundred_concurrent_first_requests(kind: &str) {
         assert_eq!(body["user"]["clerk_id"], id.as_str());
         assert_eq!(body["profile"]["data"]["goals"]["revenue"], 16000);
     }
-    let store = &app.state.store;
+    let store = app.state.store();
     assert_eq!(count(store, "users").await, 1);
     assert_eq!(count(store, "profiles").await, 1);
     // The next request sees the same rows (from the context cache now).
@@ -181,8 +181,8 @@ async fn a_thousand_new_users_fifty_at_a_time() {
             assert_eq!(s, 200, "{body}");
         }
     }
-    assert_eq!(count(&app.state.store, "users").await, 1000);
-    assert_eq!(count(&app.state.store, "profiles").await, 1000);
+    assert_eq!(count(app.state.store(), "users").await, 1000);
+    assert_eq!(count(app.state.store(), "profiles").await, 1000);
     // 1,000 users cost at most a few dozen Clerk calls (batched look-ups).
     let calls = emu.stats().calls.get("GET /v1/users").copied().unwrap_or(0);
     assert!(calls <= 100, "{calls}");
@@ -193,7 +193,7 @@ async fn linking_by_email(kind: &str) {
     let logs = support::logs();
     let (emu, running) = support::emulator(5).await;
     let (app, _db) = start(&running, kind, |_| {}).await;
-    let store = &app.state.store;
+    let store = app.state.store();
     let one = Emulator::seed_user_id(0);
     let two = Emulator::seed_user_id(1);
     let email_of = |id: &str| {
@@ -368,7 +368,7 @@ async fn a_deleted_user_is_refused() {
     assert_eq!(me(&app, &t).await.0, 200);
     assert!(
         app.state
-            .store
+            .store()
             .soft_delete_user(&id, i64::MAX / 2, 5)
             .await
             .unwrap()
@@ -567,7 +567,7 @@ async fn unverified_email(kind: &str) {
             .insert(known.clone(), "admin".into());
     })
     .await;
-    let store = &app.state.store;
+    let store = app.state.store();
     let waiting_victim = store
         .create_unlinked_profile(&victim, &json!({"plan": "pro"}), 1)
         .await

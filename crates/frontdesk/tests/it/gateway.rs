@@ -604,11 +604,11 @@ fn config_errors_name_the_setting() {
         rate_limit: Some("nope".into()),
         ..route("/api/*", RouteAuth::Required)
     }];
-    let e = c.validate().unwrap_err().to_string();
+    let e = frontdesk::gateway::validate(&c).unwrap_err().to_string();
     assert!(e.contains("unknown rate_limit \"nope\""), "{e}");
     c.routes = vec![route("api/*", RouteAuth::Required)];
     assert!(
-        c.validate()
+        frontdesk::gateway::validate(&c)
             .unwrap_err()
             .to_string()
             .contains("must start with /")
@@ -616,7 +616,7 @@ fn config_errors_name_the_setting() {
     c.routes = vec![];
     c.proxy.trusted_proxies = vec!["10.0.0.0/99".into()];
     assert!(
-        c.validate()
+        frontdesk::gateway::validate(&c)
             .unwrap_err()
             .to_string()
             .contains("proxy.trusted_proxies")
@@ -624,7 +624,7 @@ fn config_errors_name_the_setting() {
     c.proxy.trusted_proxies = vec![];
     c.proxy.upstream = Some("https://app.internal".into());
     assert!(
-        c.validate()
+        frontdesk::gateway::validate(&c)
             .unwrap_err()
             .to_string()
             .contains("proxy.upstream")

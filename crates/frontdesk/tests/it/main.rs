@@ -18,6 +18,7 @@ mod fleet;
 mod gateway;
 mod http;
 mod migrations;
+mod modules;
 mod ops;
 mod props;
 mod proxy_paths;

@@ -140,7 +140,7 @@ async fn user_reads_are_keyed_by_clerk_api_version() {
     let app = support::app_with(&running, None, clock::system(), |_| {}).await;
     let c = http();
     let id = Emulator::seed_user_id(2);
-    let default_version = app.state.config.clerk.api_version.clone();
+    let default_version = app.state.config().clerk.api_version.clone();
     let get = |version: &str| {
         let r = c
             .get(format!("{}/clerk/v1/users/{id}", app.api))

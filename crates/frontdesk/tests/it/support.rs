@@ -176,7 +176,7 @@ pub async fn emulator(users: usize) -> (Emulator, RunningEmulator) {
 
 /// One Frontdesk instance serving in this process.
 pub struct TestApp {
-    pub state: frontdesk::AppState,
+    pub state: frontdesk::Frontdesk,
     /// One HTTP client per test app: building a client (TLS roots and all) per
     /// request would dominate the tests' time.
     pub http: reqwest::Client,

@@ -43,7 +43,7 @@ async fn build_error(c: Config) -> String {
     match App::build(c).await {
         Ok(app) => panic!(
             "start-up should have failed; redis: {:?}",
-            app.state().redis.as_ref().map(|r| r.tls_failure())
+            app.state().redis().map(|r| r.tls_failure())
         ),
         Err(e) => e.to_string(),
     }
@@ -421,7 +421,7 @@ async fn a_write_on_one_instance_is_seen_on_another_over_tls_redis_and_the_poole
     assert_eq!(read(a.api.clone()).await.0, "MISS");
     // B is filled from the shared tier A wrote over TLS.
     assert_eq!(read(b.api.clone()).await.0, "HIT");
-    assert_eq!(b.state.users.as_ref().unwrap().stats().l2_hits, 1);
+    assert_eq!(b.state.users().unwrap().stats().l2_hits, 1);
     let r = http()
         .patch(format!("{}/clerk/v1/users/{id}", a.api))
         .bearer_auth(&key)

@@ -16,7 +16,7 @@ const KEY: &str = "sk_test_frontdesk_emulator";
 async fn a_thousand_concurrent_lookups_of_one_cold_user_make_one_call() {
     let (emu, running) = support::emulator(10).await;
     let app = support::app_with(&running, None, clock::system(), |_| {}).await;
-    let users = app.state.users.clone().unwrap();
+    let users = app.state.users().cloned().unwrap();
     let id = Emulator::seed_user_id(3);
     emu.reset();
     let lookups = (0..1000).map(|_| users.get(&id));
@@ -42,7 +42,7 @@ async fn a_thousand_concurrent_lookups_of_one_cold_user_make_one_call() {
 async fn a_thousand_distinct_cold_users_are_gathered_into_list_calls() {
     let (emu, running) = support::emulator(1000).await;
     let app = support::app_with(&running, None, clock::system(), |_| {}).await;
-    let users = app.state.users.clone().unwrap();
+    let users = app.state.users().cloned().unwrap();
     let ids: Vec<String> = (0..1000).map(Emulator::seed_user_id).collect();
     emu.reset();
     let results = futures::future::join_all(ids.iter().map(|id| users.get(id))).await;
@@ -385,7 +385,7 @@ async fn a_write_through_the_proxy_is_seen_by_the_next_read_here_and_on_another_
     assert_eq!(x, "MISS");
     let (x, _) = read(b.api.clone()).await;
     assert_eq!(x, "HIT");
-    assert_eq!(b.state.users.as_ref().unwrap().stats().l2_hits, 1);
+    assert_eq!(b.state.users().unwrap().stats().l2_hits, 1);
     let (x, _) = read(b.api.clone()).await;
     assert_eq!(x, "HIT");
 
@@ -569,7 +569,7 @@ async fn with_redis_stopped_lookups_keep_working_and_l2_returns_when_it_is_back(
         c.redis_url = Some(frontdesk::config::Secret::new(url));
     })
     .await;
-    let users = app.state.users.clone().unwrap();
+    let users = app.state.users().cloned().unwrap();
     let c = http();
     let stats = |c: reqwest::Client, api: String| async move {
         c.get(format!("{api}/v1/stats"))

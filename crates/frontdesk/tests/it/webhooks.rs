@@ -132,19 +132,19 @@ async fn send(
 }
 
 async fn inbox_count(app: &TestApp) -> i64 {
-    app.state.store.inbox_count().await.unwrap()
+    app.state.store().inbox_count().await.unwrap()
 }
 
 /// Waits until nothing is pending.
 async fn drained(app: &TestApp, within: Duration) {
     let ok = support::eventually(within, || async {
-        app.state.store.inbox_stats().await.unwrap().pending == 0
+        app.state.store().inbox_stats().await.unwrap().pending == 0
     })
     .await;
     assert!(
         ok,
         "inbox still has pending messages: {:?}",
-        app.state.store.inbox_stats().await
+        app.state.store().inbox_stats().await
     );
 }
 
@@ -476,14 +476,20 @@ async fn duplicates_and_variants(db: Db) {
     drained(&app, Duration::from_secs(10)).await;
     let done = app
         .state
-        .store
+        .store()
         .inbox_list(Some(InboxState::Done), 10)
         .await
         .unwrap();
     assert_eq!(done.len(), 2);
     assert!(done.iter().all(|i| i.attempts == 1));
     for id in ["user_dup", "user_std"] {
-        let u = app.state.store.user_by_clerk_id(id).await.unwrap().unwrap();
+        let u = app
+            .state
+            .store()
+            .user_by_clerk_id(id)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(
             u.email.as_deref(),
             Some(format!("{id}@example.com").as_str())
@@ -534,7 +540,7 @@ async fn out_of_order(db: Db) {
     drained(&app, Duration::from_secs(10)).await;
     let u = app
         .state
-        .store
+        .store()
         .user_by_clerk_id("user_o")
         .await
         .unwrap()
@@ -546,7 +552,7 @@ async fn out_of_order(db: Db) {
     // Both are done: the older one applied as a no-op.
     let done = app
         .state
-        .store
+        .store()
         .inbox_list(Some(InboxState::Done), 10)
         .await
         .unwrap();
@@ -573,7 +579,7 @@ async fn out_of_order(db: Db) {
     drained(&app, Duration::from_secs(10)).await;
     let u = app
         .state
-        .store
+        .store()
         .user_by_clerk_id("user_o")
         .await
         .unwrap()
@@ -598,7 +604,7 @@ async fn out_of_order(db: Db) {
     drained(&app, Duration::from_secs(10)).await;
     let u = app
         .state
-        .store
+        .store()
         .user_by_clerk_id("user_o")
         .await
         .unwrap()
@@ -646,7 +652,7 @@ async fn poisoned(db: Db) {
             .0,
         200
     );
-    let store = app.state.store.clone();
+    let store = app.state.store().clone();
     let until_dead = || async {
         // Retries come due only when the (manual) clock says so.
         clock.advance_ms(1_000);
@@ -753,7 +759,7 @@ async fn a_poisoned_event_goes_dead_and_can_be_replayed_sqlite() {
 async fn effects_publish_events_for_sessions_organizations_and_unknown_types() {
     let (db, _dir) = store_url(Db::Pg).await;
     let app = start(&db, ManualClock::new(T0_MS), |_| {}).await;
-    let mut events = app.state.events.subscribe();
+    let mut events = app.state.events().subscribe();
     let c = support::http();
     let now_s = (T0_MS / 1000) as i64;
     let msgs = [
@@ -806,7 +812,7 @@ async fn effects_publish_events_for_sessions_organizations_and_unknown_types() {
     );
     assert!(!got.iter().any(|e| e.kind == "email.created"));
     // Unknown types are done and kept for audit.
-    let x = app.state.store.inbox_get("msg_x").await.unwrap().unwrap();
+    let x = app.state.store().inbox_get("msg_x").await.unwrap().unwrap();
     assert_eq!(x.state, InboxState::Done);
     app.stop().await;
 }
@@ -863,7 +869,7 @@ async fn the_emulators_webhooks_update_and_delete_the_local_user_and_its_cache()
     );
     let row = app
         .state
-        .store
+        .store()
         .user_by_clerk_id(&id)
         .await
         .unwrap()
@@ -910,7 +916,7 @@ async fn the_emulators_webhooks_update_and_delete_the_local_user_and_its_cache()
     emu.revoke_session(&minted.sid).unwrap();
     emu.webhooks_settled().await;
     drained(&app, Duration::from_secs(10)).await;
-    assert!(app.state.verifier.as_ref().unwrap().is_revoked(&minted.sid));
+    assert!(app.state.verifier().unwrap().is_revoked(&minted.sid));
 
     // Deleted in Clerk: the local row is soft-deleted and the cache forgets the user.
     let r = c
@@ -924,7 +930,7 @@ async fn the_emulators_webhooks_update_and_delete_the_local_user_and_its_cache()
     drained(&app, Duration::from_secs(10)).await;
     let row = app
         .state
-        .store
+        .store()
         .user_by_clerk_id(&id)
         .await
         .unwrap()
@@ -935,7 +941,7 @@ async fn the_emulators_webhooks_update_and_delete_the_local_user_and_its_cache()
     assert_eq!((status, err["code"].as_str()), (401, Some("user_deleted")));
     let done = app
         .state
-        .store
+        .store()
         .inbox_list(Some(InboxState::Done), 10)
         .await
         .unwrap();
@@ -1343,7 +1349,7 @@ async fn an_update_stamped_after_the_deletion_leaves_the_user_deleted() {
     assert_eq!((status, err["code"].as_str()), (401, Some("user_deleted")));
     let row = app
         .state
-        .store
+        .store()
         .user_by_clerk_id(&id)
         .await
         .unwrap()
@@ -1368,7 +1374,7 @@ async fn done_messages_are_purged_after_the_retention_and_dead_ones_only_on_requ
     })
     .await;
     assert_eq!(
-        app.state.config.webhooks.retention_ms,
+        app.state.config().webhooks.retention_ms,
         7 * DAY_MS,
         "default"
     );
@@ -1393,7 +1399,7 @@ async fn done_messages_are_purged_after_the_retention_and_dead_ones_only_on_requ
         200
     );
     drained(&app, Duration::from_secs(10)).await;
-    let store = app.state.store.clone();
+    let store = app.state.store().clone();
     let state_of = |id: &'static str| {
         let store = store.clone();
         async move { store.inbox_get(id).await.unwrap().map(|m| m.state) }
@@ -1404,7 +1410,7 @@ async fn done_messages_are_purged_after_the_retention_and_dead_ones_only_on_requ
     // A millisecond short of the retention: nothing to purge.
     clock.advance_ms(7 * DAY_MS - 1);
     assert_eq!(
-        frontdesk::webhooks::retention::purge_expired(&app.state)
+        frontdesk::webhooks::retention::purge_expired(&app.state.webhooks_state())
             .await
             .unwrap(),
         0
@@ -1419,7 +1425,7 @@ async fn done_messages_are_purged_after_the_retention_and_dead_ones_only_on_requ
     assert!(purged, "the done message is purged by the loop");
     clock.advance_ms(365 * DAY_MS);
     assert_eq!(
-        frontdesk::webhooks::retention::purge_expired(&app.state)
+        frontdesk::webhooks::retention::purge_expired(&app.state.webhooks_state())
             .await
             .unwrap(),
         0
