@@ -14,6 +14,7 @@ mod availability;
 mod binary;
 mod config;
 mod context;
+mod embed;
 mod fleet;
 mod gateway;
 mod http;
