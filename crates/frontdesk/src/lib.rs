@@ -1,6 +1,9 @@
 //! Frontdesk: an identity edge for apps that sign users in with Clerk and keep their
-//! data in Postgres. `run` starts the whole service on listeners bound by the caller,
-//! so the binary and the tests start it the same way.
+//! data in Postgres. [`Frontdesk`] (built by [`FrontdeskBuilder`] from a [`Config`]) is
+//! the library: it owns every capability and its background tasks. A Rust app wraps its
+//! router in [`FrontdeskLayer`] and uses the extractors [`Session`], [`OptionalSession`],
+//! [`Context`] and [`RequireRole`]; the service (`run`, [`App`]) serves the same
+//! façade on two listeners, so the binary and the tests start it the same way.
 
 pub mod api_auth;
 pub mod app;
