@@ -70,6 +70,7 @@ async fn main() -> anyhow::Result<()> {
 
     let addr = std::env::var("EMBED_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
     let listener = tokio::net::TcpListener::bind(&addr).await?;
+    let addr = listener.local_addr()?;
     let mint = |user_id: &str| {
         dev.emulator().mint_session(MintSession {
             user_id: user_id.to_string(),

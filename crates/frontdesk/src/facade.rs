@@ -348,13 +348,27 @@ impl Frontdesk {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         background.cancel();
+        // One deadline for all of them: each loop returns as soon as it sees the token.
+        let deadline = tokio::time::Instant::now() + grace;
         for task in running {
             let abort = task.abort_handle();
-            if tokio::time::timeout(grace, task).await.is_err() {
+            if tokio::time::timeout_at(deadline, task).await.is_err() {
+                tracing::warn!("a background task did not stop within the grace period");
                 abort.abort();
             }
         }
         self.0.store.close().await;
+    }
+}
+
+/// A façade dropped without [`Frontdesk::stop`] still stops its background tasks (they
+/// hold the capabilities they need, never the façade, so this runs when the last handle
+/// goes).
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let tasks = self.tasks.get_mut();
+        tasks.workers_stop.cancel();
+        tasks.background.cancel();
     }
 }
 
