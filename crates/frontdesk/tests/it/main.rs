@@ -15,6 +15,7 @@ mod binary;
 mod config;
 mod context;
 mod fleet;
+mod fleet_budget;
 mod gateway;
 mod http;
 mod migrations;
