@@ -314,6 +314,15 @@ fn push(samples: &Samples, s: Sample) {
     }
 }
 
+/// Round trips of the probes, ms: what a window figure cannot resolve below.
+type Rtt = Arc<Mutex<Vec<f64>>>;
+
+fn push_ms(rtt: &Rtt, since: Instant) {
+    if let Ok(mut v) = rtt.lock() {
+        v.push(since.elapsed().as_secs_f64() * 1e3);
+    }
+}
+
 /// Percentile `p` of unsorted values.
 fn pct(v: &[f64], p: f64) -> f64 {
     let mut v = v.to_vec();
@@ -582,6 +591,7 @@ async fn measure(
     let n_updates = ((a.updates_per_s * duration.as_secs_f64()).round() as usize).min(a.users / 2);
     let updates = pick_updates(&zipf, a.users, n_updates, &mut rng);
     let samples: Samples = Arc::new(Mutex::new(Vec::new()));
+    let rtt: Rtt = Arc::new(Mutex::new(Vec::new()));
     let w = Arc::new(Reads {
         addrs: apis.clone(),
         ids: ids.clone(),
@@ -597,8 +607,13 @@ async fn measure(
     // Changes: spread over the first 90% of the run, each probed until every instance
     // serves it.
     let updater = {
-        let (ids, acked, samples, http) =
-            (ids.clone(), acked.clone(), samples.clone(), http.clone());
+        let (ids, acked, samples, http, rtt) = (
+            ids.clone(),
+            acked.clone(),
+            samples.clone(),
+            http.clone(),
+            rtt.clone(),
+        );
         let emulator = emu.emulator.clone();
         let secret = emu.emulator.secret_key().to_string();
         let apis = apis.clone();
@@ -610,8 +625,13 @@ async fn measure(
                 let version = k as u32 + 1;
                 let patch = json!({ "first_name": format!("bench-{version}") });
                 let kind = if k % 2 == 0 { Kind::Proxy } else { Kind::Clerk };
-                let (ids, acked, samples, http) =
-                    (ids.clone(), acked.clone(), samples.clone(), http.clone());
+                let (ids, acked, samples, http, rtt) = (
+                    ids.clone(),
+                    acked.clone(),
+                    samples.clone(),
+                    http.clone(),
+                    rtt.clone(),
+                );
                 let (emulator, secret, apis) = (emulator.clone(), secret.clone(), apis.clone());
                 probes.push(tokio::spawn(async move {
                     let id = &ids[i];
@@ -634,7 +654,13 @@ async fn measure(
                     let at = Instant::now();
                     acked[i].store(version, Ordering::Release);
                     let everywhere = seen_everywhere(apis.len(), at, |n| {
-                        serves_version(&http, apis[n], id, version)
+                        let (http, rtt, api) = (&http, &rtt, apis[n]);
+                        async move {
+                            let t = Instant::now();
+                            let fresh = serves_version(http, api, id, version).await;
+                            push_ms(rtt, t);
+                            fresh
+                        }
                     })
                     .await;
                     push(
@@ -660,7 +686,7 @@ async fn measure(
 
     // Revocations: spread over the run like the changes.
     let revoker = {
-        let (samples, http) = (samples.clone(), http.clone());
+        let (samples, http, rtt) = (samples.clone(), http.clone(), rtt.clone());
         let emulator = emu.emulator.clone();
         let edges = edges.clone();
         let run_id = seed;
@@ -669,9 +695,10 @@ async fn measure(
             let mut probes = Vec::new();
             for (k, (session, token)) in sessions.into_iter().enumerate() {
                 tokio::time::sleep_until((start + every * k as u32 + every / 2).into()).await;
-                let (samples, http, emulator, edges) = (
+                let (samples, http, rtt, emulator, edges) = (
                     samples.clone(),
                     http.clone(),
+                    rtt.clone(),
                     emulator.clone(),
                     edges.clone(),
                 );
@@ -685,9 +712,12 @@ async fn measure(
                     }
                     let at = Instant::now();
                     let everywhere = seen_everywhere(edges.len(), at, |n| {
-                        let (http, token, edge) = (&http, &token, edges[n]);
+                        let (http, rtt, token, edge) = (&http, &rtt, &token, edges[n]);
                         async move {
-                            me_status(http, edge, token).await == (401, "session_revoked".into())
+                            let t = Instant::now();
+                            let answer = me_status(http, edge, token).await;
+                            push_ms(rtt, t);
+                            answer == (401, "session_revoked".into())
                         }
                     })
                     .await;
@@ -834,6 +864,9 @@ async fn measure(
         |s| s.acked,
     );
 
+    let rtt: Vec<f64> = rtt.lock().map(|v| v.clone()).unwrap_or_default();
+    r.add("probe round trip p50", pct(&rtt, 50.0), "ms");
+    r.add("probe round trip p99", pct(&rtt, 99.0), "ms");
     let windows_run = elapsed.as_secs_f64() * 1000.0 / a.window_ms as f64;
     r.add("clerk calls", stats.total as f64, "calls");
     r.add("clerk limit per window", f64::from(a.limit), "calls");
