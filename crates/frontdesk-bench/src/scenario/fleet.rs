@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, anyhow, bail};
 use bytes::Bytes;
 use frontdesk_emulator::{
-    Emulator, EmulatorConfig, Knobs, Latency, MintSession, RateLimit, RunningEmulator, svix,
+    CallRecord, Emulator, EmulatorConfig, Knobs, Latency, MintSession, RateLimit, RunningEmulator,
+    max_in_any_window, svix,
 };
 use http::{Request, StatusCode};
 use http_body_util::Full;
@@ -314,6 +315,13 @@ fn push(samples: &Samples, s: Sample) {
     }
 }
 
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 /// Round trips of the probes, ms: what a window figure cannot resolve below.
 type Rtt = Arc<Mutex<Vec<f64>>>;
 
@@ -377,10 +385,7 @@ async fn post_revoked(
     msg_id: &str,
 ) -> anyhow::Result<()> {
     let (sid, user, exp_s) = session;
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
+    let now_ms = unix_ms();
     let body = json!({
         "data": {"object": "session", "id": sid, "user_id": user, "status": "revoked",
                  "expire_at": exp_s * 1000, "updated_at": now_ms},
@@ -752,6 +757,7 @@ async fn measure(
             tokio::time::sleep_until((start + at).into()).await;
             signal(pid, "-STOP").await?;
             let stopped = Instant::now();
+            let stopped_ms = unix_ms();
             paused.store(true, Ordering::Relaxed);
             tokio::time::sleep(length).await;
             let mut resumed = signal(pid, "-CONT").await;
@@ -759,12 +765,12 @@ async fn measure(
                 resumed = signal(pid, "-CONT").await;
             }
             paused.store(false, Ordering::Relaxed);
-            resumed.map(|()| (stopped, Instant::now()))
+            resumed.map(|()| (stopped, Instant::now(), stopped_ms, unix_ms()))
         })
     };
 
     let run = load::drive(w, spec, seed).await;
-    let (stopped, resumed) = pause.await??;
+    let (stopped, resumed, stopped_ms, resumed_ms) = pause.await??;
     let failed_updates = tokio::time::timeout(GIVE_UP + Duration::from_secs(10), updater)
         .await
         .map_err(|_| anyhow!("change probes did not finish"))??;
@@ -882,6 +888,36 @@ async fn measure(
         "calls",
     );
     r.add("clerk 429s", stats.rate_limited as f64, "calls");
+    // The same from the call log, split: windows wholly outside the pause and the
+    // window after it, and the rest.
+    let log = emu.emulator.calls();
+    let window = a.window_ms as i64;
+    let near = |c: &CallRecord| c.at_ms >= stopped_ms && c.at_ms < resumed_ms + window;
+    let before: Vec<CallRecord> = log
+        .iter()
+        .filter(|c| c.at_ms < stopped_ms)
+        .cloned()
+        .collect();
+    let after: Vec<CallRecord> = log
+        .iter()
+        .filter(|c| c.at_ms >= resumed_ms + window)
+        .cloned()
+        .collect();
+    r.add(
+        "clerk max in a window, Redis up",
+        max_in_any_window(&before, window).max(max_in_any_window(&after, window)) as f64,
+        "calls",
+    );
+    r.add(
+        "clerk 429s, Redis up",
+        log.iter().filter(|c| c.rate_limited && !near(c)).count() as f64,
+        "calls",
+    );
+    r.add(
+        "clerk 429s, pause + 1 window",
+        log.iter().filter(|c| c.rate_limited && near(c)).count() as f64,
+        "calls",
+    );
     r.add("budget timeouts (503)", budget[0], "calls");
     r.add("local-share grants", budget[1], "calls");
     r.add("users", a.users as f64, "");

@@ -4,7 +4,7 @@
 //! 429 from Clerk and never more than the limit in any window. `upstream.rs` shows the
 //! same with in-process apps; here the budget crosses process boundaries.
 
-use frontdesk_emulator::{Emulator, Knobs, RateLimit};
+use frontdesk_emulator::{Emulator, Knobs, RateLimit, max_in_any_window};
 use serde_json::Value;
 
 use crate::fleet::Fleet;
@@ -88,6 +88,15 @@ async fn three_binaries_share_one_clerk_budget_and_clerk_never_answers_429() {
     for (i, mode) in modes.iter().enumerate() {
         assert_eq!(mode, "fleet", "instance {i} uses the fleet budget");
     }
+    // The same from the emulator's call log, counted here.
+    let log = fleet.emu.calls();
+    assert_eq!(log.len() as u64, stats.total);
+    assert!(log.iter().all(|c| !c.rate_limited), "no 429 in the log");
+    let most = max_in_any_window(&log, WINDOW_MS as i64);
+    assert!(
+        most <= LIMIT as usize,
+        "the call log holds {most} calls within {WINDOW_MS} ms"
+    );
     let ok = results.iter().filter(|r| r.0 == 200).count();
     assert!(
         ok >= LIMIT as usize,
