@@ -262,31 +262,52 @@ fn first_name(body: &[u8]) -> Option<String> {
         .map(str::to_string)
 }
 
-/// When `check(k)` first held for every `k < n`, polling each independently; `None`
-/// when one did not within [`GIVE_UP`] of `since`.
-async fn seen_everywhere<F, Fut>(n: usize, since: Instant, check: F) -> Option<Instant>
+/// What one probe of one instance saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    /// The new state.
+    New,
+    /// The state from before the acknowledged change: a stale read.
+    Old,
+    /// Neither (an error, a time-out): not stale, not fresh either.
+    Neither,
+}
+
+/// When every instance `k < n` first answered [`Seen::New`] (each polled on its own;
+/// `None` when one did not within [`GIVE_UP`] of `since`), and the last time any
+/// answered [`Seen::Old`].
+async fn seen_everywhere<F, Fut>(
+    n: usize,
+    since: Instant,
+    check: F,
+) -> (Option<Instant>, Option<Instant>)
 where
     F: Fn(usize) -> Fut,
-    Fut: Future<Output = bool>,
+    Fut: Future<Output = Seen>,
 {
     let each = (0..n).map(|k| {
         let check = &check;
         async move {
+            let mut last_old = None;
             loop {
-                if check(k).await {
-                    return Some(Instant::now());
+                match check(k).await {
+                    Seen::New => return (Some(Instant::now()), last_old),
+                    Seen::Old => last_old = Some(Instant::now()),
+                    Seen::Neither => {}
                 }
                 if since.elapsed() > GIVE_UP {
-                    return None;
+                    return (None, last_old);
                 }
                 tokio::time::sleep(PROBE_EVERY).await;
             }
         }
     });
-    let times = futures::future::join_all(each).await;
-    times
+    let seen = futures::future::join_all(each).await;
+    let last_old = seen.iter().filter_map(|s| s.1).max();
+    let everywhere = seen
         .into_iter()
-        .try_fold(since, |latest, t| t.map(|t| latest.max(t)))
+        .try_fold(since, |latest, s| s.0.map(|t| latest.max(t)));
+    (everywhere, last_old)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -299,12 +320,14 @@ enum Kind {
     Revocation,
 }
 
-/// One acknowledged change and when every instance had it.
+/// One acknowledged change, when every instance had it, and when an instance last
+/// answered with the state from before it.
 #[derive(Debug, Clone, Copy)]
 struct Sample {
     kind: Kind,
     acked: Instant,
     everywhere: Option<Instant>,
+    last_old: Option<Instant>,
 }
 
 type Samples = Arc<Mutex<Vec<Sample>>>;
@@ -342,7 +365,8 @@ fn pct(v: &[f64], p: f64) -> f64 {
     v[rank.clamp(1, v.len()) - 1]
 }
 
-/// p50/p99/max (ms) of the samples of `kinds` kept by `keep`, and how many never made it.
+/// p50/p99/max (ms) from `from` to `to` of the samples of `kinds` kept by `keep`, and
+/// how many have no `to`.
 fn windows(
     r: &mut Report,
     name: &str,
@@ -350,6 +374,7 @@ fn windows(
     kinds: &[Kind],
     keep: impl Fn(&Sample) -> bool,
     from: impl Fn(&Sample) -> Instant,
+    to: impl Fn(&Sample) -> Option<Instant>,
 ) {
     let chosen: Vec<&Sample> = samples
         .iter()
@@ -357,10 +382,7 @@ fn windows(
         .collect();
     let ms: Vec<f64> = chosen
         .iter()
-        .filter_map(|s| {
-            s.everywhere
-                .map(|t| t.saturating_duration_since(from(s)).as_secs_f64() * 1e3)
-        })
+        .filter_map(|s| to(s).map(|t| t.saturating_duration_since(from(s)).as_secs_f64() * 1e3))
         .collect();
     let never = chosen.len() - ms.len();
     r.add(format!("{name} n"), chosen.len() as f64, "");
@@ -430,20 +452,22 @@ async fn me_status(http: &reqwest::Client, edge: SocketAddr, token: &str) -> (u1
     }
 }
 
-async fn serves_version(http: &reqwest::Client, api: SocketAddr, id: &str, version: u32) -> bool {
+async fn serves_version(http: &reqwest::Client, api: SocketAddr, id: &str, version: u32) -> Seen {
     let r = http
         .get(format!("http://{api}/v1/users/{id}"))
         .timeout(PROBE_TIMEOUT)
         .send()
         .await;
-    match r {
-        Ok(r) if r.status() == reqwest::StatusCode::OK => r
-            .bytes()
-            .await
-            .ok()
-            .and_then(|b| first_name(&b))
-            .is_some_and(|n| version_of(&n) >= version),
-        _ => false,
+    let name = match r {
+        Ok(r) if r.status() == reqwest::StatusCode::OK => {
+            r.bytes().await.ok().and_then(|b| first_name(&b))
+        }
+        _ => None,
+    };
+    match name {
+        Some(n) if version_of(&n) >= version => Seen::New,
+        Some(_) => Seen::Old,
+        None => Seen::Neither,
     }
 }
 
@@ -658,13 +682,13 @@ async fn measure(
                     }
                     let at = Instant::now();
                     acked[i].store(version, Ordering::Release);
-                    let everywhere = seen_everywhere(apis.len(), at, |n| {
+                    let (everywhere, last_old) = seen_everywhere(apis.len(), at, |n| {
                         let (http, rtt, api) = (&http, &rtt, apis[n]);
                         async move {
                             let t = Instant::now();
-                            let fresh = serves_version(http, api, id, version).await;
+                            let seen = serves_version(http, api, id, version).await;
                             push_ms(rtt, t);
-                            fresh
+                            seen
                         }
                     })
                     .await;
@@ -674,6 +698,7 @@ async fn measure(
                             kind,
                             acked: at,
                             everywhere,
+                            last_old,
                         },
                     );
                     true
@@ -716,13 +741,17 @@ async fn measure(
                         return false;
                     }
                     let at = Instant::now();
-                    let everywhere = seen_everywhere(edges.len(), at, |n| {
+                    let (everywhere, last_old) = seen_everywhere(edges.len(), at, |n| {
                         let (http, rtt, token, edge) = (&http, &rtt, &token, edges[n]);
                         async move {
                             let t = Instant::now();
                             let answer = me_status(http, edge, token).await;
                             push_ms(rtt, t);
-                            answer == (401, "session_revoked".into())
+                            match answer {
+                                (401, code) if code == "session_revoked" => Seen::New,
+                                (200, _) => Seen::Old,
+                                _ => Seen::Neither,
+                            }
                         }
                     })
                     .await;
@@ -732,6 +761,7 @@ async fn measure(
                             kind: Kind::Revocation,
                             acked: at,
                             everywhere,
+                            last_old,
                         },
                     );
                     true
@@ -813,13 +843,19 @@ async fn measure(
         s.acked < resumed && end > stopped
     };
     let steady = |s: &Sample| !overlaps(s);
+    let changes = [Kind::Proxy, Kind::Clerk];
+    let acked = |s: &Sample| s.acked;
+    let everywhere = |s: &Sample| s.everywhere;
+    // 0 when no instance answered the old state after the acknowledgement.
+    let old = |s: &Sample| Some(s.last_old.unwrap_or(s.acked));
     windows(
         r,
         "stale window",
         &samples,
-        &[Kind::Proxy, Kind::Clerk],
+        &changes,
         steady,
-        |s| s.acked,
+        acked,
+        everywhere,
     );
     windows(
         r,
@@ -827,7 +863,8 @@ async fn measure(
         &samples,
         &[Kind::Proxy],
         steady,
-        |s| s.acked,
+        acked,
+        everywhere,
     );
     windows(
         r,
@@ -835,39 +872,72 @@ async fn measure(
         &samples,
         &[Kind::Clerk],
         steady,
-        |s| s.acked,
+        acked,
+        everywhere,
+    );
+    windows(
+        r,
+        "old value served until",
+        &samples,
+        &changes,
+        steady,
+        acked,
+        old,
     );
     windows(
         r,
         "pause: stale window",
         &samples,
-        &[Kind::Proxy, Kind::Clerk],
+        &changes,
         overlaps,
-        |s| s.acked,
+        acked,
+        everywhere,
     );
     windows(
         r,
         "pause: stale after SIGCONT",
         &samples,
-        &[Kind::Proxy, Kind::Clerk],
+        &changes,
         overlaps,
         |s| s.acked.max(resumed),
+        everywhere,
     );
+    windows(
+        r,
+        "pause: old value served until",
+        &samples,
+        &changes,
+        overlaps,
+        acked,
+        old,
+    );
+    let revoked = [Kind::Revocation];
     windows(
         r,
         "revocation",
         &samples,
-        &[Kind::Revocation],
+        &revoked,
         steady,
-        |s| s.acked,
+        acked,
+        everywhere,
     );
     windows(
         r,
         "pause: revocation",
         &samples,
-        &[Kind::Revocation],
+        &revoked,
         overlaps,
-        |s| s.acked,
+        acked,
+        everywhere,
+    );
+    windows(
+        r,
+        "pause: revoked token accepted until",
+        &samples,
+        &revoked,
+        overlaps,
+        acked,
+        old,
     );
 
     let rtt: Vec<f64> = rtt.lock().map(|v| v.clone()).unwrap_or_default();
