@@ -22,7 +22,7 @@ use serde_json::json;
 
 use crate::ground::Ground;
 use crate::report::{Report, Scenario};
-use crate::scenario::{cold_storm, edge_me, webhooks, zipf};
+use crate::scenario::{cold_storm, edge_me, fleet, webhooks, zipf};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Which {
@@ -32,6 +32,8 @@ enum Which {
     ColdStorm,
     NoCache,
     Webhooks,
+    /// Three `frontdesk serve` processes, Redis paused; not in `all --quick`.
+    Fleet,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -93,6 +95,15 @@ struct Cli {
     /// cold-storm: concurrent callers.
     #[arg(long)]
     storm_n: Option<usize>,
+    /// fleet: users seeded in the emulator.
+    #[arg(long)]
+    fleet_users: Option<usize>,
+    /// fleet: Clerk's limit per 10 s window (emulator and fleet).
+    #[arg(long, default_value_t = 1_000)]
+    fleet_limit: u32,
+    /// fleet: seconds Redis is paused (SIGSTOP) in the middle of the run.
+    #[arg(long)]
+    fleet_pause_s: Option<f64>,
 }
 
 fn main() -> ExitCode {
@@ -181,16 +192,39 @@ async fn run_all(cli: &Cli, g: &Ground) -> anyhow::Result<bool> {
         connections: conns(8, 32),
         duration_s: pick(1.0, 10.0),
     };
+    let fleet = fleet::Args {
+        users: cli.fleet_users.unwrap_or(if q { 500 } else { 10_000 }),
+        s: 1.1,
+        latency_ms: cli.clerk_latency_ms,
+        connections: conns(8, 32),
+        duration_s: pick(4.0, 40.0),
+        limit: cli.fleet_limit.max(1),
+        window_ms: 10_000,
+        updates_per_s: if q { 2.0 } else { 4.0 },
+        revocations: if q { 2 } else { 20 },
+        pause_at: 0.4,
+        pause_s: cli.fleet_pause_s.unwrap_or(if q { 1.0 } else { 3.0 }),
+    };
 
     let mut order: Vec<Which> = Vec::new();
     for w in &cli.scenarios {
-        let expand: &[Which] = if *w == Which::All {
+        let expand: &[Which] = if *w == Which::All && q {
+            // The fleet starts three processes: too slow for the smoke run.
             &[
                 Which::EdgeMe,
                 Which::Zipf,
                 Which::NoCache,
                 Which::ColdStorm,
                 Which::Webhooks,
+            ]
+        } else if *w == Which::All {
+            &[
+                Which::EdgeMe,
+                Which::Zipf,
+                Which::NoCache,
+                Which::ColdStorm,
+                Which::Webhooks,
+                Which::Fleet,
             ]
         } else {
             std::slice::from_ref(w)
@@ -218,6 +252,7 @@ async fn run_all(cli: &Cli, g: &Ground) -> anyhow::Result<bool> {
             Which::NoCache => "no-cache",
             Which::ColdStorm => "cold-storm",
             Which::Webhooks => "webhooks",
+            Which::Fleet => "fleet",
             Which::All => continue,
         };
         let mut s = Scenario {
@@ -233,6 +268,7 @@ async fn run_all(cli: &Cli, g: &Ground) -> anyhow::Result<bool> {
                 Which::NoCache => zipf::run(g, &no_cache, seed).await,
                 Which::ColdStorm => cold_storm::run(g, &storm, seed).await,
                 Which::Webhooks => webhooks::run(g, &hooks, seed).await,
+                Which::Fleet => fleet::run(g, &fleet, seed).await,
                 Which::All => continue,
             }
             .with_context(|| format!("scenario {name}"))?;

@@ -13,6 +13,7 @@ use subtle::ConstantTimeEq;
 
 use crate::Emulator;
 use crate::errors::ApiError;
+use crate::stats::CallRecord;
 
 /// Stats key of requests that matched no route.
 pub const UNMATCHED: &str = "{unmatched}";
@@ -27,9 +28,8 @@ pub async fn v1_gate(State(emu): State<Emulator>, req: Request, next: Next) -> R
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_owned())
         .unwrap_or_else(|| UNMATCHED.to_owned());
-    emu.inner
-        .stats
-        .record(format!("{} {}", req.method(), route));
+    let key = format!("{} {}", req.method(), route);
+    emu.inner.stats.record(key.clone());
 
     let (delay, fail) = {
         let knobs = emu.inner.knobs.lock();
@@ -49,7 +49,17 @@ pub async fn v1_gate(State(emu): State<Emulator>, req: Request, next: Next) -> R
     if !authorized(&emu, &req) {
         return ApiError::unauthenticated().into_response();
     }
-    let admitted = emu.inner.knobs.lock().admit(Instant::now());
+    let admitted = {
+        let mut knobs = emu.inner.knobs.lock();
+        let admitted = knobs.admit(Instant::now());
+        // Under the limiter's lock, so the log is in the order the limiter saw.
+        emu.inner.calls.record(CallRecord {
+            at_ms: crate::unix_ms(),
+            route: key,
+            rate_limited: admitted.is_err(),
+        });
+        admitted
+    };
     if let Err(retry_after_s) = admitted {
         return ApiError::too_many_requests(retry_after_s).into_response();
     }

@@ -15,7 +15,8 @@
 //!
 //! Test controls (no auth): `GET /__emulator` (ids, kid), `POST /__emulator/sessions`,
 //! `POST /__emulator/sessions/{sid}/revoke`, `GET /__emulator/jwt_key` (PEM),
-//! `GET /__emulator/jwks`, `GET /__emulator/stats`, `POST /__emulator/reset`,
+//! `GET /__emulator/jwks`, `GET /__emulator/stats`, `GET /__emulator/calls` (when each
+//! call reached the rate limiter), `POST /__emulator/reset`,
 //! `GET|POST /__emulator/config`, `GET /__emulator/webhooks`.
 //!
 //! ```no_run
@@ -61,7 +62,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use errors::{ApiError, Error};
 pub use knobs::{Knobs, Latency, RateLimit, WebhookTarget};
-pub use stats::Stats;
+pub use stats::{CallRecord, Stats, max_in_any_window};
 pub use tokens::{MintSession, MintedSession};
 pub use webhooks::{Delivery, DeliveryStatus};
 
@@ -119,6 +120,7 @@ pub(crate) struct Inner {
     store: RwLock<store::Store>,
     knobs: Mutex<knobs::KnobState>,
     stats: stats::Recorder,
+    calls: stats::CallLog,
     hooks: webhooks::Dispatcher,
     sessions: Mutex<HashMap<String, tokens::SessionRecord>>,
     /// Drives latency jitter and error injection: reproducible for a given seed.
@@ -179,6 +181,7 @@ impl Emulator {
                 cfg.webhook,
             )),
             stats: stats::Recorder::default(),
+            calls: stats::CallLog::default(),
             hooks: webhooks::Dispatcher::new(cfg.webhook_max_attempts),
             sessions: Mutex::new(HashMap::new()),
             rng: Mutex::new(StdRng::seed_from_u64(cfg.seed ^ 0x5eed_f00d)),
@@ -253,9 +256,17 @@ impl Emulator {
         s
     }
 
-    /// Zeroes the call counters and restarts the rate-limit window.
+    /// Every authenticated `/v1` call since start or the last [`Emulator::reset`], in
+    /// arrival order, with the time it reached the rate limiter (the most recent
+    /// 100,000 are kept).
+    pub fn calls(&self) -> Vec<CallRecord> {
+        self.inner.calls.snapshot()
+    }
+
+    /// Zeroes the call counters and the call log, and restarts the rate-limit window.
     pub fn reset(&self) {
         self.inner.stats.clear();
+        self.inner.calls.clear();
         self.inner.knobs.lock().reset_window();
     }
 

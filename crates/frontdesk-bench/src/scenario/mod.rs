@@ -2,6 +2,7 @@
 
 pub mod cold_storm;
 pub mod edge_me;
+pub mod fleet;
 pub mod webhooks;
 pub mod zipf;
 

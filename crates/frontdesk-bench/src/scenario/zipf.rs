@@ -103,7 +103,7 @@ impl Workload for Lookups {
     }
 }
 
-fn version_of(first_name: &str) -> u32 {
+pub(crate) fn version_of(first_name: &str) -> u32 {
     first_name
         .strip_prefix("bench-")
         .and_then(|v| v.parse().ok())
@@ -111,7 +111,7 @@ fn version_of(first_name: &str) -> u32 {
 }
 
 /// `n` distinct users drawn by popularity (updates hit users that are read).
-fn pick_updates(zipf: &Zipf, users: usize, n: usize, rng: &mut Rng) -> Vec<usize> {
+pub(crate) fn pick_updates(zipf: &Zipf, users: usize, n: usize, rng: &mut Rng) -> Vec<usize> {
     let mut set = HashSet::with_capacity(n);
     let mut out = Vec::with_capacity(n);
     let mut attempts = 0usize;

@@ -16,6 +16,7 @@ mod config;
 mod context;
 mod embed;
 mod fleet;
+mod fleet_budget;
 mod gateway;
 mod http;
 mod migrations;
