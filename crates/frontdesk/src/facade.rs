@@ -119,7 +119,7 @@ impl FrontdeskBuilder {
         );
         if let Some(v) = &verifier {
             // Revocations outlive a restart: what is stored is refused from the start.
-            if let Err(e) = load_revocations(&store, v, clock.now_ms()).await {
+            if let Err(e) = crate::services::load_revocations(&store, v, clock.now_ms()).await {
                 tracing::warn!(error = %e, "cannot load stored revocations; retrying in the background");
             }
         }
@@ -458,15 +458,6 @@ fn build_verifier(
 /// bus could not deliver while Redis was away).
 const REVOCATION_SYNC: Duration = Duration::from_secs(5);
 
-async fn load_revocations(store: &Store, verifier: &Verifier, now_ms: u64) -> Result<usize> {
-    let limit = verifier.config().max_revocations as i64;
-    let rows = store.revocations_active(now_ms as i64, limit).await?;
-    for (sid, until) in &rows {
-        verifier.revoke_session(sid, (*until).max(0) as u64);
-    }
-    Ok(rows.len())
-}
-
 async fn revocation_loop(
     store: Store,
     verifier: Verifier,
@@ -483,7 +474,7 @@ async fn revocation_loop(
         if let Err(e) = store.revocations_purge(now as i64).await {
             tracing::debug!(error = %e, "cannot purge expired revocations");
         }
-        if let Err(e) = load_revocations(&store, &verifier, now).await {
+        if let Err(e) = crate::services::load_revocations(&store, &verifier, now).await {
             tracing::warn!(error = %e, "cannot reload stored revocations");
         }
     }

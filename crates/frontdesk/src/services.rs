@@ -142,6 +142,17 @@ impl Fanout {
                 }
             }
             BusEvent::Resync => {
+                // A revocation announced while this reader was away is in the store:
+                // reload now rather than at the next periodic sync.
+                if let Some(v) = &this.verifier {
+                    let (store, verifier, now) =
+                        (this.store.clone(), v.clone(), this.clock.now_ms());
+                    tokio::spawn(async move {
+                        if let Err(e) = load_revocations(&store, &verifier, now).await {
+                            tracing::warn!(error = %e, "cannot reload stored revocations after a resync");
+                        }
+                    });
+                }
                 this.context.clear_local();
                 if let Some(c) = &this.clerk {
                     c.users.clear_local();
@@ -150,4 +161,15 @@ impl Fanout {
             }
         })
     }
+}
+
+/// Loads the stored, unexpired revocations into the verifier (at start, every few
+/// seconds, and after a bus resync); answers how many there were.
+pub async fn load_revocations(store: &Store, verifier: &Verifier, now_ms: u64) -> Result<usize> {
+    let limit = verifier.config().max_revocations as i64;
+    let rows = store.revocations_active(now_ms as i64, limit).await?;
+    for (sid, until) in &rows {
+        verifier.revoke_session(sid, (*until).max(0) as u64);
+    }
+    Ok(rows.len())
 }
