@@ -131,6 +131,7 @@ const CLAIM_PG: &str =
          FOR UPDATE SKIP LOCKED)
      RETURNING id, type, payload, event_ts, received_at, attempts, claim";
 
+#[cfg(feature = "sqlite")]
 const CLAIM_SQLITE: &str =
     "UPDATE webhook_inbox SET locked_until = $1, attempts = attempts + 1, claim = claim + 1
      WHERE id IN (
@@ -176,6 +177,7 @@ impl Store {
                     .fetch_all(pool)
                     .await?
             }
+            #[cfg(feature = "sqlite")]
             Backend::Sqlite(pool) => {
                 sqlx::query_as(CLAIM_SQLITE)
                     .bind(until)

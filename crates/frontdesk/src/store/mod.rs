@@ -7,6 +7,7 @@
 //! probe (a fresh connection, every second) reaches it again, statements fail at once
 //! with `store_unavailable` instead of each waiting out the pool's acquire time-out.
 
+#[cfg(feature = "sqlite")]
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
+#[cfg(feature = "sqlite")]
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
 /// Runs `body` with the store's backend, unless the store is known down (then it fails
@@ -36,6 +38,7 @@ macro_rules! on_pool {
     ($store:expr, |$pool:ident| $body:expr) => {
         on_backend!($store, |backend| match backend {
             Backend::Postgres($pool) => $body,
+            #[cfg(feature = "sqlite")]
             Backend::Sqlite($pool) => $body,
         })
     };
@@ -53,6 +56,7 @@ pub use users::{Ensured, LocalUser, Profile, UserUpsert};
 use crate::error::{Error, Result};
 
 static PG_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+#[cfg(feature = "sqlite")]
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
 /// The durable store: its backend's pool and what is known of its availability.
@@ -67,6 +71,7 @@ pub enum Backend {
     /// A Postgres pool; `&PgStore` is an sqlx executor, so statements are written for it
     /// as for a pool (see `pg.rs` for what it does behind a transaction-mode pooler).
     Postgres(PgStore),
+    #[cfg(feature = "sqlite")]
     Sqlite(SqlitePool),
 }
 
@@ -115,28 +120,46 @@ impl Store {
                 }),
             })
         } else {
-            let opts = SqliteConnectOptions::from_str(url)
-                .map_err(|e| anyhow::anyhow!("DATABASE_URL is not a valid SQLite URL: {e}"))?
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
-                .busy_timeout(Duration::from_secs(5))
-                .foreign_keys(true);
-            let pool = SqlitePoolOptions::new()
-                .max_connections(max_connections)
-                .acquire_timeout(acquire_timeout)
-                .connect_with(opts)
-                .await
-                .map_err(Error::from)?;
-            Ok(Store {
-                backend: Backend::Sqlite(pool),
-                health: Arc::new(Health::default()),
-            })
+            Self::connect_sqlite(url, max_connections, acquire_timeout).await
         }
+    }
+
+    #[cfg(feature = "sqlite")]
+    async fn connect_sqlite(
+        url: &str,
+        max_connections: u32,
+        acquire_timeout: Duration,
+    ) -> Result<Self> {
+        let opts = SqliteConnectOptions::from_str(url)
+            .map_err(|e| anyhow::anyhow!("DATABASE_URL is not a valid SQLite URL: {e}"))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(acquire_timeout)
+            .connect_with(opts)
+            .await
+            .map_err(Error::from)?;
+        Ok(Store {
+            backend: Backend::Sqlite(pool),
+            health: Arc::new(Health::default()),
+        })
+    }
+
+    #[cfg(not(feature = "sqlite"))]
+    async fn connect_sqlite(_: &str, _: u32, _: Duration) -> Result<Self> {
+        Err(anyhow::anyhow!(
+            "DATABASE_URL is an SQLite URL, but this build has no SQLite (built without the `sqlite` feature): use postgres://"
+        )
+        .into())
     }
 
     pub fn kind(&self) -> &'static str {
         match &self.backend {
             Backend::Postgres(_) => "postgres",
+            #[cfg(feature = "sqlite")]
             Backend::Sqlite(_) => "sqlite",
         }
     }
@@ -218,6 +241,7 @@ impl Store {
             // Under one transaction-scoped advisory lock: a session lock (sqlx's own)
             // does not survive a transaction-mode pooler.
             Backend::Postgres(pg) => self.observe(pg.migrate(&PG_MIGRATIONS).await),
+            #[cfg(feature = "sqlite")]
             Backend::Sqlite(pool) => {
                 // Before the first migration the bookkeeping table does not exist.
                 let applied_before = self.applied_migrations().await.map_or(0, |v| v.len());
@@ -251,6 +275,7 @@ impl Store {
         self.health.closed.store(true, Ordering::Relaxed);
         match &self.backend {
             Backend::Postgres(pg) => pg.pool().close().await,
+            #[cfg(feature = "sqlite")]
             Backend::Sqlite(pool) => pool.close().await,
         }
     }

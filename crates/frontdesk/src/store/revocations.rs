@@ -26,6 +26,7 @@ impl Store {
             Backend::Postgres(_) => {
                 "SELECT claim FROM webhook_inbox WHERE id = $1 AND claim = $2 AND state = 'pending' FOR UPDATE"
             }
+            #[cfg(feature = "sqlite")]
             Backend::Sqlite(_) => {
                 "SELECT claim FROM webhook_inbox WHERE id = $1 AND claim = $2 AND state = 'pending'"
             }

@@ -139,6 +139,7 @@ fn pg_data(row: &sqlx::postgres::PgRow, col: &str) -> std::result::Result<Value,
     Ok(row.try_get::<sqlx::types::Json<Value>, _>(col)?.0)
 }
 
+#[cfg(feature = "sqlite")]
 fn sqlite_data(
     row: &sqlx::sqlite::SqliteRow,
     col: &str,
@@ -172,6 +173,7 @@ impl Store {
                     Some(row) => Some((user_from(&row)?, profile_from(&row, "p_", pg_data)?)),
                 }
             }
+            #[cfg(feature = "sqlite")]
             Backend::Sqlite(pool) => {
                 match sqlx::query(sql).bind(clerk_id).fetch_optional(pool).await? {
                     None => None,
@@ -202,6 +204,7 @@ impl Store {
                 .map(|r| profile_from(&r, "", pg_data))
                 .transpose()?
                 .flatten(),
+            #[cfg(feature = "sqlite")]
             Backend::Sqlite(pool) => sqlx::query(&sql)
                 .bind(user_id)
                 .fetch_optional(pool)
@@ -367,6 +370,7 @@ impl Store {
         }
         let n = match self.backend() {
             Backend::Postgres(pool) => run!(pool),
+            #[cfg(feature = "sqlite")]
             Backend::Sqlite(pool) => run!(pool),
         };
         Ok(n == 1)
@@ -387,6 +391,7 @@ impl Store {
             .execute(pool)
             .await?
             .rows_affected(),
+            #[cfg(feature = "sqlite")]
             Backend::Sqlite(pool) => sqlx::query(
                 "INSERT INTO profiles (user_id, email, display_name, data, created_at, updated_at)
                  VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (user_id) DO NOTHING",
@@ -421,6 +426,7 @@ impl Store {
                     .fetch_one(pool)
                     .await?
             }
+            #[cfg(feature = "sqlite")]
             Backend::Sqlite(pool) => {
                 sqlx::query_scalar(sql)
                     .bind(email)
