@@ -60,6 +60,8 @@ pub struct AppState {
     pub webhooks: Arc<Webhooks>,
     /// The reverse proxy in front of the app, its rate limits and assertion keys.
     pub gateway: Arc<gateway::Gateway>,
+    /// The tenant-scoped response cache of proxied routes.
+    pub respcache: Arc<crate::respcache::ResponseCache>,
 }
 
 impl AppState {
@@ -229,6 +231,14 @@ impl App {
             redis.clone(),
             clock.clone(),
         )?);
+        let events = EventHub::new(1024);
+        let respcache = Arc::new(crate::respcache::ResponseCache::new(
+            &config,
+            redis.clone(),
+            bus.clone(),
+            events.clone(),
+            clock.clone(),
+        )?);
         Ok(Self {
             state: AppState {
                 config: Arc::new(config),
@@ -241,10 +251,11 @@ impl App {
                 users,
                 proxy_reads,
                 verifier,
-                events: EventHub::new(1024),
+                events,
                 context,
                 webhooks,
                 gateway,
+                respcache,
             },
         })
     }
@@ -269,7 +280,8 @@ impl App {
             .merge(ops::api_router())
             .merge(users::api::router())
             .merge(proxy::router())
-            .merge(webhooks::api_router());
+            .merge(webhooks::api_router())
+            .merge(self.state.respcache.router());
         gateway::front_api(finish(router, "api", &self.state), &self.state)
     }
 
@@ -453,6 +465,7 @@ fn bus_handler(state: &AppState) -> bus::Handler {
     let reads = state.proxy_reads.clone();
     let context = state.context.clone();
     let verifier = state.verifier.clone();
+    let respcache = state.respcache.clone();
     Arc::new(move |event| match event {
         BusEvent::SessionRevoked { sid, until_ms } => {
             if let Some(v) = &verifier {
@@ -470,7 +483,11 @@ fn bus_handler(state: &AppState) -> bus::Handler {
                 r.bump_local(&namespace);
             }
         }
+        BusEvent::ResponseCacheInvalidated { tenant, resource } => {
+            respcache.on_invalidated(&tenant, resource.as_deref());
+        }
         BusEvent::Resync => {
+            respcache.clear_local();
             context.clear_local();
             if let Some(u) = &users {
                 u.clear_local();

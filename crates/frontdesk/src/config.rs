@@ -130,6 +130,11 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// Named rate-limit policies that routes refer to. `FRONTDESK_RATE_LIMITS` (JSON).
     pub rate_limits: Vec<RateLimitConfig>,
+    /// Named response-cache policies that routes refer to (`cache = "<name>"`).
+    /// `FRONTDESK_CACHE_POLICIES` (JSON).
+    pub cache_policies: Vec<crate::respcache::PolicyConfig>,
+    /// The response cache's own bounds. `FRONTDESK_RESPONSE_CACHE__*`.
+    pub response_cache: crate::respcache::ResponseCacheConfig,
 }
 
 /// The reverse proxy in front of the app.
@@ -180,6 +185,9 @@ pub struct RouteConfig {
     /// This route's upstream, instead of `proxy.upstream`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream: Option<String>,
+    /// A `[[cache_policies]]` name: GET/HEAD answers are cached per tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<String>,
 }
 
 /// What a route asks of the session.
@@ -541,6 +549,8 @@ impl Default for Config {
             },
             routes: Vec::new(),
             rate_limits: Vec::new(),
+            cache_policies: Vec::new(),
+            response_cache: crate::respcache::ResponseCacheConfig::default(),
         }
     }
 }
@@ -574,6 +584,7 @@ const JSON_KEYS: &[&str] = &[
     "context.role_overrides",
     "routes",
     "rate_limits",
+    "cache_policies",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -812,6 +823,7 @@ impl Config {
             });
         }
         crate::gateway::validate(self)?;
+        crate::respcache::validate(self)?;
         Ok(())
     }
 

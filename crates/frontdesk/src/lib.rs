@@ -21,6 +21,7 @@ pub mod ops;
 pub mod proxy;
 pub mod ratelimit;
 pub mod redis_link;
+pub mod respcache;
 pub mod singleflight;
 pub mod store;
 pub mod telemetry;

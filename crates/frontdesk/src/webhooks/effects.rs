@@ -154,6 +154,14 @@ pub(super) async fn apply(state: &AppState, msg: &ClaimedMessage) -> Result<(), 
         // Kept in the inbox for audit; nothing to do.
         _ => return Ok(()),
     };
+    // `user.*` and `organization.*` void every cached answer of that tenant.
+    if (kind.starts_with("user.") || kind.starts_with("organization.")) && !subject.is_empty() {
+        state
+            .respcache
+            .invalidate(&subject, None, crate::respcache::Source::Webhook)
+            .await
+            .map_err(|e| format!("response cache invalidation: {e}"))?;
+    }
     state.events.publish(AppEvent {
         kind: msg.kind.clone(),
         subject,

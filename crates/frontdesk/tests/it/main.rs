@@ -22,6 +22,7 @@ mod ops;
 mod props;
 mod proxy_paths;
 mod ratelimit;
+mod respcache;
 mod tls;
 mod tokens;
 mod upstream;
