@@ -165,7 +165,8 @@ pub fn api_router(fd: &Frontdesk) -> Router {
         .merge(ops::api_router(fd.clone()))
         .merge(users::api::router(fd.users().cloned()))
         .merge(proxy::router(fd.proxy_state()))
-        .merge(webhooks::api_router(fd.webhooks_state()));
+        .merge(webhooks::api_router(fd.webhooks_state()))
+        .merge(fd.respcache().router());
     gateway::front_api(finish(router, "api", fd), &fd.gateway_state())
 }
 

@@ -62,6 +62,12 @@ pub enum BusEvent {
     Resync,
     /// A session was revoked: refuse its tokens until `until_ms` (Unix ms).
     SessionRevoked { sid: String, until_ms: u64 },
+    /// The response cache's answers of a tenant (or of one of its resources) are void:
+    /// forget the version nonce and read the new one from Redis.
+    ResponseCacheInvalidated {
+        tenant: String,
+        resource: Option<String>,
+    },
 }
 
 #[derive(Serialize, Deserialize)]

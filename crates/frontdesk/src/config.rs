@@ -130,6 +130,11 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// Named rate-limit policies that routes refer to. `FRONTDESK_RATE_LIMITS` (JSON).
     pub rate_limits: Vec<RateLimitConfig>,
+    /// Named response-cache policies that routes refer to (`cache = "<name>"`).
+    /// `FRONTDESK_CACHE_POLICIES` (JSON).
+    pub cache_policies: Vec<PolicyConfig>,
+    /// The response cache's own bounds. `FRONTDESK_RESPONSE_CACHE__*`.
+    pub response_cache: ResponseCacheConfig,
 }
 
 /// The reverse proxy in front of the app.
@@ -180,6 +185,9 @@ pub struct RouteConfig {
     /// This route's upstream, instead of `proxy.upstream`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream: Option<String>,
+    /// A `[[cache_policies]]` name: GET/HEAD answers are cached per tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<String>,
 }
 
 /// What a route asks of the session.
@@ -541,6 +549,8 @@ impl Default for Config {
             },
             routes: Vec::new(),
             rate_limits: Vec::new(),
+            cache_policies: Vec::new(),
+            response_cache: ResponseCacheConfig::default(),
         }
     }
 }
@@ -574,6 +584,7 @@ const JSON_KEYS: &[&str] = &[
     "context.role_overrides",
     "routes",
     "rate_limits",
+    "cache_policies",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -907,6 +918,61 @@ impl Default for VerifierConfig {
             jwks_fetch_timeout_ms: 5_000,
             token_cache_capacity: 100_000,
             max_revocations: 100_000,
+        }
+    }
+}
+
+/// One `[[cache_policies]]` entry.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// What routes name in `cache = "…"`.
+    pub name: String,
+    /// The namespace invalidated as a unit (by a mutation, or the API's `resource`).
+    pub resource: String,
+    /// `org` | `user` | `header:<Name>`: whose answers these are. `org` and `user` come
+    /// from the verified session (the Clerk id, `org_…` or `user_…`); a header only
+    /// when something the app trusts sets it. No tenant: the request is not cached.
+    pub tenant: String,
+    /// How long an answer is fresh, in seconds.
+    pub ttl_s: u64,
+    /// How long past `ttl_s` a stale answer is still served while one refresh runs.
+    #[serde(default)]
+    pub stale_while_revalidate_s: u64,
+    /// Whether the normalised query (decoded once, pairs sorted) is part of the key.
+    #[serde(default = "policy_yes")]
+    pub vary_query: bool,
+    /// Larger answers are passed through, not cached.
+    #[serde(default = "policy_default_max_body")]
+    pub max_body_bytes: usize,
+}
+
+fn policy_yes() -> bool {
+    true
+}
+
+fn policy_default_max_body() -> usize {
+    1024 * 1024
+}
+
+/// `[response_cache]`: bounds shared by every policy.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseCacheConfig {
+    /// Bytes of cached answers (bodies and headers) held in process.
+    /// `FRONTDESK_RESPONSE_CACHE__L1_MAX_BYTES`.
+    pub l1_max_bytes: u64,
+    /// A tenant's version nonces are re-read from Redis at least this often, in ms: the
+    /// bound on serving an invalidated L1 entry when the bus is late.
+    /// `FRONTDESK_RESPONSE_CACHE__VERSION_RECHECK_MS`.
+    pub version_recheck_ms: u64,
+}
+
+impl Default for ResponseCacheConfig {
+    fn default() -> Self {
+        Self {
+            l1_max_bytes: 64 * 1024 * 1024,
+            version_recheck_ms: 1_000,
         }
     }
 }

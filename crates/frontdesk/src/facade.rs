@@ -27,6 +27,7 @@ use crate::events::EventHub;
 use crate::gateway::{self, Gateway, GatewayState};
 use crate::proxy::{ProxyState, ReadCache};
 use crate::redis_link::RedisLink;
+use crate::respcache::ResponseCache;
 use crate::services::{ClerkServices, Fanout};
 use crate::store::Store;
 use crate::telemetry;
@@ -59,6 +60,8 @@ struct Inner {
     webhooks: Arc<Webhooks>,
     /// The reverse proxy in front of the app, its rate limits and assertion keys.
     gateway: Arc<Gateway>,
+    /// The tenant-scoped response cache of proxied routes.
+    respcache: Arc<ResponseCache>,
     tasks: Mutex<Tasks>,
 }
 
@@ -124,6 +127,13 @@ impl FrontdeskBuilder {
             }
         }
         let events = EventHub::new(1024);
+        let respcache = Arc::new(ResponseCache::new(
+            &config,
+            redis.clone(),
+            bus.clone(),
+            events.clone(),
+            clock.clone(),
+        )?);
         let fanout = Fanout::new(
             clerk.clone(),
             context.clone(),
@@ -132,6 +142,7 @@ impl FrontdeskBuilder {
             store.clone(),
             clock.clone(),
             events.clone(),
+            respcache.clone(),
         );
         let webhooks = Arc::new(Webhooks::from_config(&config)?);
         let gateway = Arc::new(Gateway::new(&config, redis.clone(), clock.clone())?);
@@ -148,6 +159,7 @@ impl FrontdeskBuilder {
             fanout,
             webhooks,
             gateway,
+            respcache,
             tasks: Mutex::new(Tasks::default()),
         })))
     }
@@ -275,7 +287,13 @@ impl Frontdesk {
             auth: self.0.auth.clone(),
             redis: self.0.redis.clone(),
             clock: self.0.clock.clone(),
+            respcache: self.0.respcache.clone(),
         }
+    }
+
+    /// The tenant-scoped response cache of proxied routes.
+    pub fn respcache(&self) -> &Arc<ResponseCache> {
+        &self.0.respcache
     }
 
     /// Starts the background tasks (Prometheus upkeep, revocation sync, Redis health,

@@ -27,6 +27,7 @@ pub mod ops;
 pub mod proxy;
 pub mod ratelimit;
 pub mod redis_link;
+pub mod respcache;
 pub mod services;
 pub mod singleflight;
 pub mod store;

@@ -15,6 +15,7 @@ use crate::context::ContextService;
 use crate::error::Result;
 use crate::events::{AppEvent, EventHub};
 use crate::proxy::ReadCache;
+use crate::respcache::ResponseCache;
 use crate::store::Store;
 use crate::tokens::Verifier;
 use crate::upstream::ClerkClient;
@@ -39,9 +40,12 @@ pub struct Fanout {
     store: Store,
     clock: SharedClock,
     events: EventHub,
+    respcache: Arc<ResponseCache>,
 }
 
 impl Fanout {
+    /// Every handle a change may have to reach; built once, by the façade's builder.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         clerk: Option<ClerkServices>,
         context: ContextService,
@@ -50,6 +54,7 @@ impl Fanout {
         store: Store,
         clock: SharedClock,
         events: EventHub,
+        respcache: Arc<ResponseCache>,
     ) -> Self {
         Self {
             clerk,
@@ -59,6 +64,7 @@ impl Fanout {
             store,
             clock,
             events,
+            respcache,
         }
     }
 
@@ -116,6 +122,14 @@ impl Fanout {
         }
     }
 
+    /// A tenant's data changed (an `organization.*` or `user.*` webhook): void every
+    /// cached response of that tenant on every instance.
+    pub async fn tenant_changed(&self, tenant: &str) -> std::result::Result<(), Overflow> {
+        self.respcache
+            .invalidate(tenant, None, crate::respcache::Source::Webhook)
+            .await
+    }
+
     /// Tells this instance's subscribers (SSE, jobs, tests).
     pub fn publish(&self, event: AppEvent) {
         self.events.publish(event);
@@ -141,7 +155,11 @@ impl Fanout {
                     c.reads.bump_local(&namespace);
                 }
             }
+            BusEvent::ResponseCacheInvalidated { tenant, resource } => {
+                this.respcache.on_invalidated(&tenant, resource.as_deref());
+            }
             BusEvent::Resync => {
+                this.respcache.clear_local();
                 // A revocation announced while this reader was away is in the store:
                 // reload now rather than at the next periodic sync.
                 if let Some(v) = &this.verifier {

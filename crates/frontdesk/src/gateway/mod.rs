@@ -48,6 +48,7 @@ pub struct GatewayState {
     pub auth: Auth,
     pub redis: Option<Arc<RedisLink>>,
     pub clock: crate::clock::SharedClock,
+    pub respcache: Arc<crate::respcache::ResponseCache>,
 }
 
 pub const JWKS_PATH: &str = "/_frontdesk/.well-known/jwks.json";
@@ -75,6 +76,7 @@ fn effective_routes(config: &Config) -> Vec<RouteConfig> {
             auth: RouteAuth::Optional,
             rate_limit: None,
             upstream: None,
+            cache: None,
         }];
     }
     config.routes.clone()
@@ -380,7 +382,20 @@ async fn handle(State(state): State<GatewayState>, mut req: Request, next: Next)
             client,
         };
         forward::set_forwarding(req.headers_mut(), &origin);
-        forward::forward(&gw.client, upstream, req, gw.timeout).await
+        match route.cache.as_deref() {
+            Some(policy) => {
+                let who = crate::respcache::Who {
+                    user_id: identity.as_ref().map(|i| i.session.user_id.as_str()),
+                    org_id: identity
+                        .as_ref()
+                        .and_then(|i| i.session.org.as_ref())
+                        .map(|o| o.id.as_str()),
+                };
+                let fetch = fetcher(gw, upstream);
+                state.respcache.handle(policy, who, req, fetch).await
+            }
+            None => forward::forward(&gw.client, upstream, req, gw.timeout).await,
+        }
     };
     metrics::counter!("frontdesk_gateway_requests_total", "status" => status_class(response.status()))
         .increment(1);
@@ -393,6 +408,15 @@ async fn handle(State(state): State<GatewayState>, mut req: Request, next: Next)
         d.write_headers(policy, response.headers_mut());
     }
     response
+}
+
+/// Forwarding to `upstream` as the response cache calls it (from its own load task).
+fn fetcher(gw: &Gateway, upstream: &Upstream) -> crate::respcache::Fetch {
+    let (client, upstream, timeout) = (gw.client.clone(), upstream.clone(), gw.timeout);
+    Arc::new(move |req| {
+        let (client, upstream) = (client.clone(), upstream.clone());
+        Box::pin(async move { forward::forward(&client, &upstream, req, timeout).await })
+    })
 }
 
 /// The session and context of a request that carries a token; `Ok(None)` without one.

@@ -79,6 +79,8 @@ pub struct Route {
     /// Index into the limiter's policies.
     pub rate_limit: Option<usize>,
     pub upstream: Option<Upstream>,
+    /// A `[[cache_policies]]` name (checked by `respcache::validate`).
+    pub cache: Option<String>,
 }
 
 /// An app's base URL: scheme, authority and an optional path prefix.
@@ -151,6 +153,7 @@ pub fn check(c: &RouteConfig, policies: &[String]) -> Result<Route, String> {
         auth: c.auth,
         rate_limit,
         upstream,
+        cache: c.cache.clone(),
     })
 }
 

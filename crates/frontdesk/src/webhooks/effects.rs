@@ -158,6 +158,14 @@ pub(super) async fn apply(state: &WebhooksState, msg: &ClaimedMessage) -> Result
         // Kept in the inbox for audit; nothing to do.
         _ => return Ok(()),
     };
+    // `user.*` and `organization.*` void every cached answer of that tenant.
+    if (kind.starts_with("user.") || kind.starts_with("organization.")) && !subject.is_empty() {
+        state
+            .fanout
+            .tenant_changed(&subject)
+            .await
+            .map_err(|e| format!("response cache invalidation: {e}"))?;
+    }
     state.fanout.publish(AppEvent {
         kind: msg.kind.clone(),
         subject,

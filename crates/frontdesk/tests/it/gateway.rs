@@ -149,6 +149,7 @@ pub fn route(path: &str, auth: RouteAuth) -> RouteConfig {
         auth,
         rate_limit: None,
         upstream: None,
+        cache: None,
     }
 }
 

@@ -25,6 +25,7 @@ mod ops;
 mod props;
 mod proxy_paths;
 mod ratelimit;
+mod respcache;
 mod tls;
 mod tokens;
 mod upstream;

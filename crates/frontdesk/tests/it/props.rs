@@ -691,3 +691,59 @@ async fn untrusted_requests_get_json_codes_and_the_service_stays_up() {
     assert_eq!(ready.status(), 200);
     app.stop().await;
 }
+
+// ---------------------------------------------------------------- response-cache keys
+
+fn entry(t: &str, r: &str, path: &str, q: &str) -> String {
+    frontdesk::respcache::key::entry_key(frontdesk::respcache::key::EntryParts {
+        tenant: t,
+        resource: r,
+        tenant_version: "0a",
+        resource_version: "0b",
+        path,
+        query: Some(q),
+    })
+}
+
+/// Ids mixing key syntax (`:`, braces, globs, `%`, spaces) with anything else.
+fn key_part() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[a-z_:{}*?%\\[\\] ]{0,12}",
+        any::<String>(),
+        Just(String::new()),
+    ]
+}
+
+proptest! {
+    #![proptest_config(cfg())]
+
+    #[test]
+    fn response_cache_keys_never_collide_or_cross_tenants(
+        a in (key_part(), key_part(), key_part(), "[ -~]{0,20}"),
+        b in (key_part(), key_part(), key_part(), "[ -~]{0,20}"),
+    ) {
+        use frontdesk::respcache::key::{is_plain, resource_version_key, tenant_of_key, tenant_version_key};
+        let ka = entry(&a.0, &a.1, &a.2, &a.3);
+        let kb = entry(&b.0, &b.1, &b.2, &b.3);
+        // Each key reads back its own tenant and holds no Redis key or pattern syntax.
+        prop_assert_eq!(tenant_of_key(&ka), Some(a.0.clone()));
+        prop_assert!(is_plain(&ka), "{}", ka);
+        prop_assert!(is_plain(&tenant_version_key(&a.0)));
+        prop_assert!(is_plain(&resource_version_key(&a.0, &a.1)));
+        // Two requests share a key exactly when tenant, resource, path and normalised
+        // query are equal.
+        let same = a.0 == b.0 && a.1 == b.1 && a.2 == b.2
+            && normalize_query(&a.3) == normalize_query(&b.3);
+        prop_assert_eq!(ka == kb, same);
+        // Another tenant's keys never start with this tenant's prefix.
+        if a.0 != b.0 {
+            prop_assert!(!kb.starts_with(&tenant_version_key(&a.0)));
+            prop_assert_ne!(tenant_version_key(&a.0), tenant_version_key(&b.0));
+            let own = format!("rc:{{{}}}", frontdesk::respcache::key::encode(&a.0));
+            prop_assert!(!kb.starts_with(&own));
+        }
+        if (a.0.as_str(), a.1.as_str()) != (b.0.as_str(), b.1.as_str()) {
+            prop_assert_ne!(resource_version_key(&a.0, &a.1), resource_version_key(&b.0, &b.1));
+        }
+    }
+}
