@@ -14,7 +14,7 @@ use axum::routing::{delete, get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{CachedUser, UserCache};
+use super::{Alias, AliasKind, CachedUser, UserCache};
 use crate::app::AppState;
 use crate::error::{Error, Result};
 use crate::json::JsonBody;
@@ -24,6 +24,8 @@ pub fn router() -> Router<AppState> {
         .route("/v1/users/batch", post(batch))
         .route("/v1/users/warm", post(warm))
         .route("/v1/users/{id}", get(one))
+        .route("/v1/users/by-email/{email}", get(by_email))
+        .route("/v1/users/by-username/{username}", get(by_username))
         .route("/v1/cache/users/{id}", delete(evict))
         .route("/v1/stats", get(stats))
 }
@@ -108,6 +110,44 @@ async fn one(
     let user = lookup
         .user
         .ok_or_else(|| Error::not_found(format!("no user {id}")))?;
+    let mut r = Json(render(&user, fields)).into_response();
+    if let Ok(v) = lookup.source.x_cache().parse() {
+        r.headers_mut().insert(crate::proxy::X_CACHE, v);
+    }
+    Ok(r)
+}
+
+async fn by_email(
+    State(state): State<AppState>,
+    Path(email): Path<String>,
+    Query(q): Query<FieldsQuery>,
+) -> Result<Response> {
+    by_alias(&state, AliasKind::Email, &email, &q).await
+}
+
+async fn by_username(
+    State(state): State<AppState>,
+    Path(username): Path<String>,
+    Query(q): Query<FieldsQuery>,
+) -> Result<Response> {
+    by_alias(&state, AliasKind::Username, &username, &q).await
+}
+
+async fn by_alias(
+    state: &AppState,
+    kind: AliasKind,
+    raw: &str,
+    q: &FieldsQuery,
+) -> Result<Response> {
+    let alias = Alias::parse(kind, raw).ok_or_else(|| match kind {
+        AliasKind::Email => Error::bad_request("invalid_email", "not an email address"),
+        AliasKind::Username => Error::bad_request("invalid_username", "not a username"),
+    })?;
+    let fields = parse_fields(q)?;
+    let lookup = users_of(state)?.get_by_alias(&alias).await?;
+    let user = lookup
+        .user
+        .ok_or_else(|| Error::not_found(format!("no user with this {}", alias.label())))?;
     let mut r = Json(render(&user, fields)).into_response();
     if let Ok(v) = lookup.source.x_cache().parse() {
         r.headers_mut().insert(crate::proxy::X_CACHE, v);
@@ -243,6 +283,17 @@ async fn stats(State(state): State<AppState>) -> Json<Value> {
             "batches": s.batches,
             "batched_ids": s.batched_ids,
             "invalidations": {"sent": s.invalidations_sent, "received": s.invalidations_received},
+            "aliases": {
+                "entries": s.alias_entries,
+                "l1": {"hits": s.alias_l1_hits, "misses": s.alias_l1_misses,
+                       "hit_ratio": ratio(s.alias_l1_hits, s.alias_l1_misses)},
+                "l2_hits": s.alias_l2_hits,
+                "upstream_loads": s.alias_upstream_loads,
+                "coalesced_waits": s.alias_coalesced_waits,
+                "stale_dropped": s.alias_stale_dropped,
+                "batches": s.alias_batches,
+                "batched_values": s.alias_batched_values,
+            },
         })
     });
     Json(json!({

@@ -9,6 +9,7 @@
 
 mod support;
 
+mod aliases;
 mod api_auth;
 mod availability;
 mod binary;
