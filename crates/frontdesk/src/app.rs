@@ -60,6 +60,8 @@ pub struct AppState {
     pub webhooks: Arc<Webhooks>,
     /// The reverse proxy in front of the app, its rate limits and assertion keys.
     pub gateway: Arc<gateway::Gateway>,
+    /// Bulk metadata jobs: their API and runner.
+    pub bulk: crate::bulk::Bulk,
 }
 
 impl AppState {
@@ -229,6 +231,13 @@ impl App {
             redis.clone(),
             clock.clone(),
         )?);
+        let bulk = crate::bulk::Bulk::new(
+            &config,
+            store.clone(),
+            clerk.clone(),
+            users.clone(),
+            clock.clone(),
+        );
         Ok(Self {
             state: AppState {
                 config: Arc::new(config),
@@ -245,6 +254,7 @@ impl App {
                 context,
                 webhooks,
                 gateway,
+                bulk,
             },
         })
     }
@@ -269,7 +279,8 @@ impl App {
             .merge(ops::api_router())
             .merge(users::api::router())
             .merge(proxy::router())
-            .merge(webhooks::api_router());
+            .merge(webhooks::api_router())
+            .merge(self.state.bulk.router());
         gateway::front_api(finish(router, "api", &self.state), &self.state)
     }
 
@@ -323,6 +334,7 @@ impl App {
             self.state.clone(),
             workers_stop.clone(),
         ));
+        tokio::spawn(self.state.bulk.clone().run_if_enabled(background.clone()));
         tokio::spawn(webhooks::run_retention(
             self.state.clone(),
             background.clone(),

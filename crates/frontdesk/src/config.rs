@@ -130,6 +130,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// Named rate-limit policies that routes refer to. `FRONTDESK_RATE_LIMITS` (JSON).
     pub rate_limits: Vec<RateLimitConfig>,
+    /// Bulk metadata jobs (`/v1/users/bulk/metadata`). `FRONTDESK_BULK__*`.
+    pub bulk: crate::bulk::BulkConfig,
 }
 
 /// The reverse proxy in front of the app.
@@ -541,6 +543,7 @@ impl Default for Config {
             },
             routes: Vec::new(),
             rate_limits: Vec::new(),
+            bulk: crate::bulk::BulkConfig::default(),
         }
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod api_auth;
 pub mod app;
+pub mod bulk;
 pub mod bus;
 pub mod cli;
 pub mod clock;

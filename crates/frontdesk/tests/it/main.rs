@@ -13,6 +13,7 @@ mod aliases;
 mod api_auth;
 mod availability;
 mod binary;
+mod bulk;
 mod config;
 mod context;
 mod fleet;
