@@ -22,7 +22,7 @@ use serde_json::json;
 
 use crate::ground::Ground;
 use crate::report::{Report, Scenario};
-use crate::scenario::{cold_storm, edge_me, webhooks, zipf};
+use crate::scenario::{bulk, cold_storm, edge_me, webhooks, zipf};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Which {
@@ -32,6 +32,8 @@ enum Which {
     ColdStorm,
     NoCache,
     Webhooks,
+    /// Not part of `all` (it runs ~100 s at Clerk's production limit).
+    Bulk,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -93,6 +95,9 @@ struct Cli {
     /// cold-storm: concurrent callers.
     #[arg(long)]
     storm_n: Option<usize>,
+    /// bulk: items of the job (10,000 by default; 1,000 with --quick).
+    #[arg(long)]
+    bulk_items: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -182,6 +187,12 @@ async fn run_all(cli: &Cli, g: &Ground) -> anyhow::Result<bool> {
         duration_s: pick(1.0, 10.0),
     };
 
+    let bulk_args = bulk::Args {
+        items: cli.bulk_items.unwrap_or(if q { 1_000 } else { 10_000 }),
+        per_user: 5,
+        latency_ms: cli.clerk_latency_ms,
+    };
+
     let mut order: Vec<Which> = Vec::new();
     for w in &cli.scenarios {
         let expand: &[Which] = if *w == Which::All {
@@ -218,6 +229,7 @@ async fn run_all(cli: &Cli, g: &Ground) -> anyhow::Result<bool> {
             Which::NoCache => "no-cache",
             Which::ColdStorm => "cold-storm",
             Which::Webhooks => "webhooks",
+            Which::Bulk => "bulk",
             Which::All => continue,
         };
         let mut s = Scenario {
@@ -233,6 +245,7 @@ async fn run_all(cli: &Cli, g: &Ground) -> anyhow::Result<bool> {
                 Which::NoCache => zipf::run(g, &no_cache, seed).await,
                 Which::ColdStorm => cold_storm::run(g, &storm, seed).await,
                 Which::Webhooks => webhooks::run(g, &hooks, seed).await,
+                Which::Bulk => bulk::run(g, &bulk_args, seed).await,
                 Which::All => continue,
             }
             .with_context(|| format!("scenario {name}"))?;
