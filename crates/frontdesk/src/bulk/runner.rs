@@ -66,8 +66,48 @@ pub async fn run(bulk: Bulk, stop: CancellationToken) {
     }
 }
 
+/// The per-user slots this job holds for updates in flight; whatever is still held
+/// when the job stops (its tasks aborted) is given back.
+struct Held<'a> {
+    governor: &'a super::UserGovernor,
+    clock: &'a crate::clock::SharedClock,
+    users: HashMap<String, u32>,
+}
+
+impl Held<'_> {
+    fn take(&mut self, user: &str) {
+        *self.users.entry(user.to_string()).or_insert(0) += 1;
+    }
+
+    fn release(&mut self, user: &str) {
+        if let Some(n) = self.users.get_mut(user) {
+            *n -= 1;
+            if *n == 0 {
+                self.users.remove(user);
+            }
+        }
+        self.governor.release(user, self.clock.now_ms());
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        let now = self.clock.now_ms();
+        for (user, n) in self.users.drain() {
+            for _ in 0..n {
+                self.governor.release(&user, now);
+            }
+        }
+    }
+}
+
 async fn run_job(bulk: &Bulk, id: &str, claim: i64, stop: &CancellationToken) {
     let inner = &bulk.0;
+    let mut held = Held {
+        governor: &inner.governor,
+        clock: &inner.clock,
+        users: HashMap::new(),
+    };
     let Some(client) = inner.clerk.clone() else {
         return;
     };
@@ -118,6 +158,7 @@ async fn run_job(bulk: &Bulk, id: &str, claim: i64, stop: &CancellationToken) {
             let Some(item) = queue.pop_front() else { break };
             match inner.governor.try_take(&item.user_id, now) {
                 Ok(()) => {
+                    held.take(&item.user_id);
                     let client = client.clone();
                     let users = inner.users.clone();
                     inflight.spawn(async move {
@@ -161,8 +202,8 @@ async fn run_job(bulk: &Bulk, id: &str, claim: i64, stop: &CancellationToken) {
         let Ok((item, attempt)) = joined else {
             continue;
         };
+        held.release(&item.user_id);
         let now = inner.clock.now_ms();
-        inner.governor.release(&item.user_id, now);
         let attempts = item.attempts + 1;
         let outcome = match attempt {
             Attempt::Done(outcome) => outcome,
