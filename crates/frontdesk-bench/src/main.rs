@@ -22,7 +22,7 @@ use serde_json::json;
 
 use crate::ground::Ground;
 use crate::report::{Report, Scenario};
-use crate::scenario::{cold_storm, edge_me, fleet, webhooks, zipf};
+use crate::scenario::{bulk, cold_storm, edge_me, fleet, webhooks, zipf};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Which {
@@ -34,6 +34,8 @@ enum Which {
     Webhooks,
     /// Three `frontdesk serve` processes, Redis paused; not in `all --quick`.
     Fleet,
+    /// Not part of `all` (it runs ~100 s at Clerk's production limit).
+    Bulk,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -104,6 +106,9 @@ struct Cli {
     /// fleet: seconds Redis is paused (SIGSTOP) in the middle of the run.
     #[arg(long)]
     fleet_pause_s: Option<f64>,
+    /// bulk: items of the job (10,000 by default; 1,000 with --quick).
+    #[arg(long)]
+    bulk_items: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -206,6 +211,12 @@ async fn run_all(cli: &Cli, g: &Ground) -> anyhow::Result<bool> {
         pause_s: cli.fleet_pause_s.unwrap_or(if q { 1.0 } else { 3.0 }),
     };
 
+    let bulk_args = bulk::Args {
+        items: cli.bulk_items.unwrap_or(if q { 1_000 } else { 10_000 }),
+        per_user: 5,
+        latency_ms: cli.clerk_latency_ms,
+    };
+
     let mut order: Vec<Which> = Vec::new();
     for w in &cli.scenarios {
         let expand: &[Which] = if *w == Which::All && q {
@@ -253,6 +264,7 @@ async fn run_all(cli: &Cli, g: &Ground) -> anyhow::Result<bool> {
             Which::ColdStorm => "cold-storm",
             Which::Webhooks => "webhooks",
             Which::Fleet => "fleet",
+            Which::Bulk => "bulk",
             Which::All => continue,
         };
         let mut s = Scenario {
@@ -269,6 +281,7 @@ async fn run_all(cli: &Cli, g: &Ground) -> anyhow::Result<bool> {
                 Which::ColdStorm => cold_storm::run(g, &storm, seed).await,
                 Which::Webhooks => webhooks::run(g, &hooks, seed).await,
                 Which::Fleet => fleet::run(g, &fleet, seed).await,
+                Which::Bulk => bulk::run(g, &bulk_args, seed).await,
                 Which::All => continue,
             }
             .with_context(|| format!("scenario {name}"))?;

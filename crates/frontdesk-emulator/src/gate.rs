@@ -63,10 +63,36 @@ pub async fn v1_gate(State(emu): State<Emulator>, req: Request, next: Next) -> R
     if let Err(retry_after_s) = admitted {
         return ApiError::too_many_requests(retry_after_s).into_response();
     }
+    // Clerk's second limit: updates of one user (10 per 10 s), same 429 shape.
+    if let Some(user) = updated_user(req.method(), &route, req.uri().path()) {
+        let admitted = emu
+            .inner
+            .knobs
+            .lock()
+            .admit_user_update(&user, Instant::now());
+        if let Err(retry_after_s) = admitted {
+            return ApiError::too_many_requests(retry_after_s).into_response();
+        }
+    }
     if fail {
         return ApiError::internal().into_response();
     }
     next.run(req).await
+}
+
+/// The user a request updates, for the per-user limit: `PATCH /v1/users/{user_id}`
+/// and `PATCH|PUT /v1/users/{user_id}/metadata`.
+fn updated_user(method: &axum::http::Method, route: &str, path: &str) -> Option<String> {
+    use axum::http::Method;
+    let update = match route {
+        "/v1/users/{user_id}" => method == Method::PATCH,
+        "/v1/users/{user_id}/metadata" => method == Method::PATCH || method == Method::PUT,
+        _ => false,
+    };
+    if !update {
+        return None;
+    }
+    path.split('/').nth(3).map(str::to_owned)
 }
 
 fn authorized(emu: &Emulator, req: &Request) -> bool {

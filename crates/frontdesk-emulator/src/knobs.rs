@@ -3,7 +3,7 @@
 //! `Retry-After`, as Clerk enforces it) and the webhook target. Set from flags at start-up, changed with
 //! `POST /__emulator/config` or [`crate::Emulator::set_knobs`].
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use axum::Json;
@@ -61,6 +61,11 @@ pub struct Knobs {
     pub error_rate: Option<f64>,
     #[serde(default, deserialize_with = "nullable")]
     pub rate_limit: Option<Option<RateLimit>>,
+    /// Clerk's per-user limit on user updates (`PATCH /v1/users/{id}` and its
+    /// `/metadata`): at most `requests` per user in any window of `window_ms`
+    /// (Clerk: 10 per 10 s).
+    #[serde(default, deserialize_with = "nullable")]
+    pub user_update_limit: Option<Option<RateLimit>>,
     #[serde(default, deserialize_with = "nullable")]
     pub webhook_url: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
@@ -83,6 +88,11 @@ pub struct KnobState {
     pub error_rate: f64,
     pub rate_limit: Option<RateLimit>,
     pub webhook: Option<WebhookTarget>,
+    pub user_update_limit: Option<RateLimit>,
+    /// Admitted updates per user within the last per-user window, oldest first.
+    user_updates: HashMap<String, VecDeque<Instant>>,
+    /// Updates answered 429 by the per-user limit.
+    user_rejected: u64,
     /// Admitted calls within the last window, oldest first.
     admitted: VecDeque<Instant>,
     /// Every call that reached the limiter within the last window (admitted or not).
@@ -101,6 +111,8 @@ pub struct WindowStats {
     pub max_in_window: u64,
     /// Calls answered 429 by the rate limit.
     pub rate_limited: u64,
+    /// User updates answered 429 by the per-user limit.
+    pub user_rate_limited: u64,
 }
 
 impl KnobState {
@@ -115,6 +127,9 @@ impl KnobState {
             error_rate,
             rate_limit,
             webhook,
+            user_update_limit: None,
+            user_updates: HashMap::new(),
+            user_rejected: 0,
             admitted: VecDeque::new(),
             arrivals: VecDeque::new(),
             max_in_window: 0,
@@ -127,12 +142,39 @@ impl KnobState {
         self.arrivals.clear();
         self.max_in_window = 0;
         self.rejected = 0;
+        self.user_updates.clear();
+        self.user_rejected = 0;
+    }
+
+    /// Counts one update of `user` against the per-user window; `Err(retry_after_s)`
+    /// when the window ending now already holds `requests` updates of that user.
+    pub fn admit_user_update(&mut self, user: &str, now: Instant) -> Result<(), u64> {
+        let Some(limit) = self.user_update_limit else {
+            return Ok(());
+        };
+        let window = Duration::from_millis(limit.window_ms.max(1));
+        let q = self.user_updates.entry(user.to_owned()).or_default();
+        while q
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= window)
+        {
+            q.pop_front();
+        }
+        if q.len() < limit.requests as usize {
+            q.push_back(now);
+            return Ok(());
+        }
+        self.user_rejected += 1;
+        let oldest = q.front().copied().unwrap_or(now);
+        let left = window.saturating_sub(now.saturating_duration_since(oldest));
+        Err(left.as_millis().div_ceil(1000).max(1) as u64)
     }
 
     pub fn window_stats(&self) -> WindowStats {
         WindowStats {
             max_in_window: self.max_in_window,
             rate_limited: self.rejected,
+            user_rate_limited: self.user_rejected,
         }
     }
 
@@ -170,8 +212,9 @@ impl KnobState {
         {
             return Err(Error::Config("error_rate must be between 0 and 1".into()));
         }
-        if let Some(Some(rl)) = k.rate_limit
-            && (rl.requests == 0 || rl.window_ms == 0)
+        if [k.rate_limit, k.user_update_limit]
+            .iter()
+            .any(|l| matches!(l, Some(Some(rl)) if rl.requests == 0 || rl.window_ms == 0))
         {
             return Err(Error::Config(
                 "rate_limit needs requests >= 1 and window_ms >= 1".into(),
@@ -224,6 +267,10 @@ impl KnobState {
             self.rate_limit = rl;
             self.reset_window();
         }
+        if let Some(rl) = k.user_update_limit {
+            self.user_update_limit = rl;
+            self.user_updates.clear();
+        }
         self.webhook = webhook;
         Ok(())
     }
@@ -235,6 +282,7 @@ impl KnobState {
             "jitter_ms": self.latency.jitter_ms,
             "error_rate": self.error_rate,
             "rate_limit": self.rate_limit,
+            "user_update_limit": self.user_update_limit,
             "webhook_url": self.webhook.as_ref().map(|w| w.url.clone()),
             "webhook_secret_set": self.webhook.is_some(),
         })
@@ -252,7 +300,7 @@ async fn get_config(State(emu): State<Emulator>) -> Json<Value> {
 async fn post_config(State(emu): State<Emulator>, body: Bytes) -> Result<Json<Value>, ApiError> {
     let k: Knobs = serde_json::from_slice(&body).map_err(|e| {
         ApiError::malformed_body(format!(
-            "expected a JSON object with latency_ms, jitter_ms, error_rate, rate_limit, webhook_url, webhook_secret: {e}"
+            "expected a JSON object with latency_ms, jitter_ms, error_rate, rate_limit, user_update_limit, webhook_url, webhook_secret: {e}"
         ))
     })?;
     emu.try_set_knobs(k).map_err(|e| match e {
@@ -289,6 +337,31 @@ mod tests {
         assert_eq!(k.admit(t0 + Duration::from_millis(2400)), Err(1));
         assert!(k.admit(t0 + Duration::from_millis(2500)).is_ok());
         assert_eq!(k.window_stats().rate_limited, 2);
+    }
+
+    #[test]
+    fn updates_of_one_user_are_limited_per_user() {
+        let mut k = KnobState::new(Latency::default(), 0.0, None, None);
+        let t0 = Instant::now();
+        assert!(k.admit_user_update("user_a", t0).is_ok(), "no limit set");
+        k.user_update_limit = Some(RateLimit {
+            requests: 10,
+            window_ms: 10_000,
+        });
+        k.user_updates.clear();
+        for _ in 0..10 {
+            assert!(k.admit_user_update("user_a", t0).is_ok());
+        }
+        assert_eq!(
+            k.admit_user_update("user_a", t0 + Duration::from_millis(500)),
+            Err(10)
+        );
+        assert!(k.admit_user_update("user_b", t0).is_ok());
+        assert!(
+            k.admit_user_update("user_a", t0 + Duration::from_millis(10_000))
+                .is_ok()
+        );
+        assert_eq!(k.window_stats().user_rate_limited, 1);
     }
 
     #[test]

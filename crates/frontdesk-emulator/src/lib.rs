@@ -253,6 +253,7 @@ impl Emulator {
         let w = self.inner.knobs.lock().window_stats();
         s.max_in_window = w.max_in_window;
         s.rate_limited = w.rate_limited;
+        s.user_rate_limited = w.user_rate_limited;
         s
     }
 

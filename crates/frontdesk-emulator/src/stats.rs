@@ -31,6 +31,9 @@ pub struct Stats {
     /// Calls the rate limit answered 429.
     #[serde(default)]
     pub rate_limited: u64,
+    /// User updates the per-user limit (`user_update_limit`) answered 429.
+    #[serde(default)]
+    pub user_rate_limited: u64,
 }
 
 impl Stats {

@@ -166,7 +166,8 @@ pub fn api_router(fd: &Frontdesk) -> Router {
         .merge(users::api::router(fd.users().cloned()))
         .merge(proxy::router(fd.proxy_state()))
         .merge(webhooks::api_router(fd.webhooks_state()))
-        .merge(fd.respcache().router());
+        .merge(fd.respcache().router())
+        .merge(fd.bulk().router());
     gateway::front_api(finish(router, "api", fd), &fd.gateway_state())
 }
 

@@ -1,5 +1,6 @@
-//! The `frontdesk` command line: `serve`, `emulator`, `migrate`, `warm`, `webhooks`. Parses
-//! arguments, loads the configuration, installs logging and hands over to the library.
+//! The `frontdesk` command line: `serve`, `emulator`, `migrate`, `warm`, `webhooks`,
+//! `bulk-metadata`. Parses arguments, loads the configuration, installs logging and
+//! hands over to the library.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -55,6 +56,20 @@ pub enum Command {
     Warm(WarmArgs),
     /// Inspect and replay a running instance's webhook inbox (over its api listener).
     Webhooks(WebhooksArgs),
+    /// Submit a bulk metadata job (one update per line of a JSONL file:
+    /// `{"user_id", "public_metadata"?, "private_metadata"?, "unsafe_metadata"?}`) and
+    /// follow it with a progress bar until every item has settled.
+    BulkMetadata(BulkMetadataArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BulkMetadataArgs {
+    /// JSONL file of updates (blank lines skipped).
+    #[arg(long, value_name = "FILE")]
+    pub file: PathBuf,
+    /// The instance's api listener; defaults to the configured `api_addr`.
+    #[arg(long, value_name = "URL")]
+    pub api: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -196,9 +211,86 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             )
             .await
         }
+        Command::BulkMetadata(args) => {
+            let api = args
+                .api
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", config.api_addr));
+            bulk_metadata(api.trim_end_matches('/'), &args, api_client(&config)?).await
+        }
         #[cfg(feature = "emulator")]
         Command::Emulator(_) => Ok(()),
     }
+}
+
+/// `frontdesk bulk-metadata`: submits the file as one job, then polls its progress.
+async fn bulk_metadata(
+    api: &str,
+    args: &BulkMetadataArgs,
+    http: reqwest::Client,
+) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&args.file)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", args.file.display()))?;
+    let updates = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(n, l)| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .map_err(|e| anyhow::anyhow!("line {}: not JSON: {e}", n + 1))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let url = format!("{api}/v1/users/bulk/metadata");
+    let resp = http
+        .post(&url)
+        .json(&serde_json::json!({ "updates": updates }))
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach {url}: {e}"))?;
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    let Some(job_id) = body["job_id"].as_str().filter(|_| status.is_success()) else {
+        anyhow::bail!(
+            "{url} answered {status}: {}",
+            body["message"].as_str().unwrap_or("no detail")
+        );
+    };
+    println!("job {job_id}: {} updates", updates.len());
+    let bar = indicatif::ProgressBar::new(updates.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} updating [{bar:40}] {pos}/{len} ({per_sec}, eta {eta}) {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    let job_url = format!("{api}/v1/jobs/{job_id}");
+    let job = loop {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let resp = http
+            .get(format!("{job_url}?results=false"))
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot reach {job_url}: {e}"))?;
+        let job: serde_json::Value = resp.json().await.unwrap_or_default();
+        bar.set_position(job["done"].as_u64().unwrap_or(0));
+        bar.set_message(format!("{} failed", job["failed"].as_u64().unwrap_or(0)));
+        if job["state"] == "done" {
+            break job;
+        }
+    };
+    bar.finish();
+    let failed = job["failed"].as_u64().unwrap_or(0);
+    println!("{} ok, {failed} failed", job["ok"].as_u64().unwrap_or(0));
+    if failed > 0 {
+        let full: serde_json::Value = http.get(&job_url).send().await?.json().await?;
+        let failures = full["results"].as_array().into_iter().flatten();
+        for r in failures.filter(|r| r["status"] == "failed").take(20) {
+            println!("  {}: {}", r["user_id"], r["code"]);
+        }
+        anyhow::bail!("{failed} updates failed (GET {job_url} lists them all)");
+    }
+    Ok(())
 }
 
 /// An HTTP client for the instance's api listener: it sends `FRONTDESK_API_TOKEN` as

@@ -135,6 +135,8 @@ pub struct Config {
     pub cache_policies: Vec<PolicyConfig>,
     /// The response cache's own bounds. `FRONTDESK_RESPONSE_CACHE__*`.
     pub response_cache: ResponseCacheConfig,
+    /// Bulk metadata jobs (`/v1/users/bulk/metadata`). `FRONTDESK_BULK__*`.
+    pub bulk: BulkConfig,
 }
 
 /// The reverse proxy in front of the app.
@@ -551,6 +553,7 @@ impl Default for Config {
             rate_limits: Vec::new(),
             cache_policies: Vec::new(),
             response_cache: ResponseCacheConfig::default(),
+            bulk: BulkConfig::default(),
         }
     }
 }
@@ -973,6 +976,56 @@ impl Default for ResponseCacheConfig {
         Self {
             l1_max_bytes: 64 * 1024 * 1024,
             version_recheck_ms: 1_000,
+        }
+    }
+}
+
+/// Bulk jobs. `FRONTDESK_BULK__*`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BulkConfig {
+    /// Whether this instance runs stored jobs (any instance accepts them).
+    /// `FRONTDESK_BULK__ENABLED`.
+    pub enabled: bool,
+    /// Items per job at most. `FRONTDESK_BULK__MAX_ITEMS`.
+    pub max_items: usize,
+    /// Updates in flight at once for the job this instance runs.
+    /// `FRONTDESK_BULK__CONCURRENCY`.
+    pub concurrency: usize,
+    /// How long a claimed job is reserved for its runner, in ms; the runner renews it
+    /// while it works, and after a crash any instance takes the job once it runs out.
+    /// `FRONTDESK_BULK__LEASE_MS`.
+    pub lease_ms: u64,
+    /// How often an idle runner looks for jobs, in ms (a job stored on this instance
+    /// wakes it at once). `FRONTDESK_BULK__POLL_INTERVAL_MS`.
+    pub poll_interval_ms: u64,
+    /// Attempts per item before a 429 or 5xx fails it. `FRONTDESK_BULK__MAX_ATTEMPTS`.
+    pub max_attempts: u32,
+    /// Delay before retrying an item, in ms; doubles per attempt, jittered, capped;
+    /// a `Retry-After` from Clerk is waited out when longer.
+    /// `FRONTDESK_BULK__BACKOFF_BASE_MS` / `FRONTDESK_BULK__BACKOFF_MAX_MS`.
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    /// Clerk's per-user limit on updates: at most this many updates of one user…
+    /// `FRONTDESK_BULK__PER_USER_LIMIT`.
+    pub per_user_limit: u32,
+    /// …in any window of this many ms. `FRONTDESK_BULK__PER_USER_WINDOW_MS`.
+    pub per_user_window_ms: u64,
+}
+
+impl Default for BulkConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_items: 10_000,
+            concurrency: 16,
+            lease_ms: 30_000,
+            poll_interval_ms: 1_000,
+            max_attempts: 8,
+            backoff_base_ms: 500,
+            backoff_max_ms: 30_000,
+            per_user_limit: 10,
+            per_user_window_ms: 10_000,
         }
     }
 }

@@ -18,6 +18,7 @@ use parking_lot::Mutex;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::bulk::Bulk;
 use crate::bus::{Bus, Overflow};
 use crate::clock::{self, SharedClock};
 use crate::config::Config;
@@ -62,6 +63,8 @@ struct Inner {
     gateway: Arc<Gateway>,
     /// The tenant-scoped response cache of proxied routes.
     respcache: Arc<ResponseCache>,
+    /// Bulk metadata jobs: their API and runner.
+    bulk: Bulk,
     tasks: Mutex<Tasks>,
 }
 
@@ -127,6 +130,13 @@ impl FrontdeskBuilder {
             }
         }
         let events = EventHub::new(1024);
+        let bulk = Bulk::new(
+            &config,
+            store.clone(),
+            clerk.as_ref().map(|c| c.client.clone()),
+            clerk.as_ref().map(|c| c.users.clone()),
+            clock.clone(),
+        );
         let respcache = Arc::new(ResponseCache::new(
             &config,
             redis.clone(),
@@ -160,6 +170,7 @@ impl FrontdeskBuilder {
             webhooks,
             gateway,
             respcache,
+            bulk,
             tasks: Mutex::new(Tasks::default()),
         })))
     }
@@ -296,6 +307,11 @@ impl Frontdesk {
         &self.0.respcache
     }
 
+    /// Bulk metadata jobs.
+    pub fn bulk(&self) -> &Bulk {
+        &self.0.bulk
+    }
+
     /// Starts the background tasks (Prometheus upkeep, revocation sync, Redis health,
     /// the bus publisher and reader, webhook workers and retention, the gateway's key
     /// publisher). Idempotent. An embedding app calls it once, and [`Frontdesk::stop`]
@@ -332,6 +348,7 @@ impl Frontdesk {
             self.gateway_state(),
             stop.clone(),
         ));
+        tasks.spawn(self.0.bulk.clone().run_if_enabled(stop.clone()));
         tasks.spawn(webhooks::run_retention(self.webhooks_state(), stop));
         let workers_stop = tasks.workers_stop.clone();
         tasks.workers = Some(tokio::spawn(webhooks::run_workers(

@@ -7,6 +7,7 @@
 
 pub mod api_auth;
 pub mod app;
+pub mod bulk;
 pub mod bus;
 #[cfg(feature = "cli")]
 pub mod cli;

@@ -1,5 +1,6 @@
 //! The scenarios. Each returns one [`Report`](crate::report::Report) per run.
 
+pub mod bulk;
 pub mod cold_storm;
 pub mod edge_me;
 pub mod fleet;

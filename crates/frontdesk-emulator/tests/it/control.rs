@@ -65,7 +65,7 @@ async fn stats_are_keyed_by_route_template_and_reset() {
             "GET /v1/jwks": 1,
             "GET {unmatched}": 1,
             "PUT /v1/users/count": 1,
-        }, "total": 8, "max_in_window": 0, "rate_limited": 0})
+        }, "total": 8, "max_in_window": 0, "rate_limited": 0, "user_rate_limited": 0})
     );
     // Control calls are not counted.
     assert_eq!(c.emu.stats().total, 8);

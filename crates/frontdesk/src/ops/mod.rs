@@ -133,6 +133,17 @@ async fn stats(State(state): State<Frontdesk>) -> Json<Value> {
             "batches": s.batches,
             "batched_ids": s.batched_ids,
             "invalidations": {"sent": s.invalidations_sent, "received": s.invalidations_received},
+            "aliases": {
+                "entries": s.alias_entries,
+                "l1": {"hits": s.alias_l1_hits, "misses": s.alias_l1_misses,
+                       "hit_ratio": ratio(s.alias_l1_hits, s.alias_l1_misses)},
+                "l2_hits": s.alias_l2_hits,
+                "upstream_loads": s.alias_upstream_loads,
+                "coalesced_waits": s.alias_coalesced_waits,
+                "stale_dropped": s.alias_stale_dropped,
+                "batches": s.alias_batches,
+                "batched_values": s.alias_batched_values,
+            },
         })
     });
     Json(json!({

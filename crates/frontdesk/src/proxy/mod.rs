@@ -6,7 +6,9 @@
 //!   shape otherwise, and Clerk never sees the request).
 //! - `GET /v1/users/{id}` and `GET /v1/users?user_id=…` (ids with at most
 //!   `limit`/`offset`/`order_by` by creation time) are answered from the tiered user
-//!   cache, so single and list look-ups share entries.
+//!   cache, so single and list look-ups share entries; so are
+//!   `GET /v1/users?email_address=…` and `?username=…` (one filter kind at a time),
+//!   through the cache's alias index.
 //! - Other reads are cached in process, keyed by the secret-key scope, the
 //!   `Clerk-API-Version`, the path, the normalized query and the version of the
 //!   resource's namespace; concurrent misses for one key make one call.

@@ -19,7 +19,7 @@ use crate::singleflight::SingleFlight;
 use crate::upstream::{ClerkClient, UpstreamError, UpstreamRequest, UpstreamResponse};
 
 type FetchResult = Result<UpstreamResponse, UpstreamError>;
-use crate::users::{Source, UserCache};
+use crate::users::{Alias, AliasKind, CachedUser, Source, UserCache};
 
 #[derive(Clone)]
 struct Cached {
@@ -234,6 +234,7 @@ pub fn normalize_query(query: &str) -> String {
 /// `None` when the query needs Clerk.
 pub async fn user_list_from_cache(users: &UserCache, query: &str) -> Option<Response> {
     let mut ids: Vec<String> = Vec::new();
+    let mut aliases: Vec<Alias> = Vec::new();
     let mut limit: usize = 10;
     let mut offset: usize = 0;
     let mut descending = true;
@@ -241,6 +242,9 @@ pub async fn user_list_from_cache(users: &UserCache, query: &str) -> Option<Resp
         match k.as_ref() {
             // Only ids of Clerk's syntax become cache keys; Clerk answers the rest.
             "user_id" if super::is_clerk_id(&v) => ids.push(v.into_owned()),
+            // `getUserList({ emailAddress })` / `({ username })`: the alias index.
+            "email_address" => aliases.push(Alias::parse(AliasKind::Email, &v)?),
+            "username" => aliases.push(Alias::parse(AliasKind::Username, &v)?),
             "limit" => limit = v.parse().ok().filter(|n| (1..=500).contains(n))?,
             "offset" => offset = v.parse().ok()?,
             "order_by" => match v.as_ref() {
@@ -251,15 +255,28 @@ pub async fn user_list_from_cache(users: &UserCache, query: &str) -> Option<Resp
             _ => return None,
         }
     }
-    // Clerk answers 422 beyond 100 values; let it say so.
-    if ids.is_empty() || ids.len() > 100 {
+    // Clerk answers 422 beyond 100 values; let it say so. Filters of different kinds
+    // combine (AND) in Clerk; only one kind at a time is answered here.
+    let kinds = [
+        !ids.is_empty(),
+        aliases.iter().any(|a| a.kind == AliasKind::Email),
+        aliases.iter().any(|a| a.kind == AliasKind::Username),
+    ];
+    if kinds.iter().filter(|k| **k).count() != 1 || ids.len() > 100 || aliases.len() > 100 {
         return None;
     }
-    ids.sort();
-    ids.dedup();
-    let mut found = Vec::with_capacity(ids.len());
+    let results = if ids.is_empty() {
+        aliases.sort_by(|a, b| a.value.cmp(&b.value));
+        aliases.dedup();
+        users.get_many_by_alias(&aliases).await
+    } else {
+        ids.sort();
+        ids.dedup();
+        users.get_many(&ids).await
+    };
+    let mut found: Vec<Arc<CachedUser>> = Vec::with_capacity(results.len());
     let mut x_cache = "HIT";
-    for result in users.get_many(&ids).await {
+    for result in results {
         match result {
             Ok(lookup) => {
                 match lookup.source {
@@ -275,6 +292,8 @@ pub async fn user_list_from_cache(users: &UserCache, query: &str) -> Option<Resp
         }
     }
     found.sort_by_key(|u| (u.summary.created_at, u.summary.id.clone()));
+    // Two emails of one user find it twice; Clerk lists it once.
+    found.dedup_by(|a, b| a.summary.id == b.summary.id);
     if descending {
         found.reverse();
     }

@@ -45,11 +45,13 @@ macro_rules! on_pool {
 }
 
 mod inbox;
+mod jobs;
 mod pg;
 mod revocations;
 mod users;
 
 pub use inbox::{ClaimedMessage, InboxItem, InboxState, InboxStats, NewInboxMessage};
+pub use jobs::{ItemOutcome, ItemResult, JobSummary, NewJobItem, PendingItem};
 pub use pg::{PgStore, describe_connect_error, ssl_mode_of};
 pub use users::{Ensured, LocalUser, Profile, UserUpsert};
 

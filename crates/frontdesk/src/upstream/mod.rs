@@ -536,13 +536,24 @@ impl ClerkClient {
         &self,
         ids: &[String],
     ) -> Result<Vec<(String, Bytes)>, UpstreamError> {
+        self.list_users_by("user_id", ids).await
+    }
+
+    /// `GET /v1/users?{param}=…` for at most 100 values of one filter (`user_id`,
+    /// `email_address`, `username`): each user Clerk returned, by id. Identifiers are
+    /// unique in Clerk, so the values match at most as many users as there are values.
+    pub async fn list_users_by(
+        &self,
+        param: &str,
+        values: &[String],
+    ) -> Result<Vec<(String, Bytes)>, UpstreamError> {
         let endpoint = Endpoint::ListUsers.as_str();
         let path = {
             let mut query = form_urlencoded::Serializer::new(String::from("/v1/users?"));
-            for id in ids {
-                query.append_pair("user_id", id);
+            for v in values {
+                query.append_pair(param, v);
             }
-            query.append_pair("limit", &ids.len().clamp(1, 500).to_string());
+            query.append_pair("limit", &values.len().clamp(1, 500).to_string());
             query.finish()
         };
         let resp = self.send(UpstreamRequest::get(path)).await?;

@@ -14,7 +14,7 @@ use axum::routing::{delete, get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{CachedUser, UserCache};
+use super::{Alias, AliasKind, CachedUser, UserCache};
 use crate::error::{Error, Result};
 use crate::json::JsonBody;
 
@@ -25,6 +25,8 @@ pub fn router(users: Option<UserCache>) -> Router {
         .route("/v1/users/batch", post(batch))
         .route("/v1/users/warm", post(warm))
         .route("/v1/users/{id}", get(one))
+        .route("/v1/users/by-email/{email}", get(by_email))
+        .route("/v1/users/by-username/{username}", get(by_username))
         .route("/v1/cache/users/{id}", delete(evict))
         .with_state(users)
 }
@@ -109,6 +111,44 @@ async fn one(
     let user = lookup
         .user
         .ok_or_else(|| Error::not_found(format!("no user {id}")))?;
+    let mut r = Json(render(&user, fields)).into_response();
+    if let Ok(v) = lookup.source.x_cache().parse() {
+        r.headers_mut().insert(crate::http::X_CACHE, v);
+    }
+    Ok(r)
+}
+
+async fn by_email(
+    State(users): State<Option<UserCache>>,
+    Path(email): Path<String>,
+    Query(q): Query<FieldsQuery>,
+) -> Result<Response> {
+    by_alias(&users, AliasKind::Email, &email, &q).await
+}
+
+async fn by_username(
+    State(users): State<Option<UserCache>>,
+    Path(username): Path<String>,
+    Query(q): Query<FieldsQuery>,
+) -> Result<Response> {
+    by_alias(&users, AliasKind::Username, &username, &q).await
+}
+
+async fn by_alias(
+    users: &Option<UserCache>,
+    kind: AliasKind,
+    raw: &str,
+    q: &FieldsQuery,
+) -> Result<Response> {
+    let alias = Alias::parse(kind, raw).ok_or_else(|| match kind {
+        AliasKind::Email => Error::bad_request("invalid_email", "not an email address"),
+        AliasKind::Username => Error::bad_request("invalid_username", "not a username"),
+    })?;
+    let fields = parse_fields(q)?;
+    let lookup = users_of(users)?.get_by_alias(&alias).await?;
+    let user = lookup
+        .user
+        .ok_or_else(|| Error::not_found(format!("no user with this {}", alias.label())))?;
     let mut r = Json(render(&user, fields)).into_response();
     if let Ok(v) = lookup.source.x_cache().parse() {
         r.headers_mut().insert(crate::http::X_CACHE, v);

@@ -68,10 +68,36 @@ impl BatchQueue {
     }
 }
 
-pub fn spawn(client: Arc<ClerkClient>, timing: BatchTiming, stats: Arc<BatchStats>) -> BatchQueue {
+/// What a batch's values are: user ids, or one kind of alias. Each is one filter of
+/// `GET /v1/users`, and each has its own queue (Clerk combines different filters with
+/// AND, so a batch holds values of one kind only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Id,
+    Email,
+    Username,
+}
+
+impl Kind {
+    /// The query parameter of `GET /v1/users`.
+    pub fn param(self) -> &'static str {
+        match self {
+            Kind::Id => "user_id",
+            Kind::Email => "email_address",
+            Kind::Username => "username",
+        }
+    }
+}
+
+pub fn spawn(
+    client: Arc<ClerkClient>,
+    kind: Kind,
+    timing: BatchTiming,
+    stats: Arc<BatchStats>,
+) -> BatchQueue {
     // Unbounded as a channel, bounded by the permits: each item carries one.
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(run(client, rx, timing, stats));
+    tokio::spawn(run(client, kind, rx, timing, stats));
     BatchQueue {
         tx,
         permits: Arc::new(Semaphore::new(timing.queue_max.max(1))),
@@ -80,6 +106,7 @@ pub fn spawn(client: Arc<ClerkClient>, timing: BatchTiming, stats: Arc<BatchStat
 
 async fn run(
     client: Arc<ClerkClient>,
+    kind: Kind,
     mut rx: mpsc::UnboundedReceiver<BatchItem>,
     timing: BatchTiming,
     stats: Arc<BatchStats>,
@@ -111,18 +138,42 @@ async fn run(
         }
         stats.batches.fetch_add(1, Ordering::Relaxed);
         stats.ids.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        metrics::histogram!("frontdesk_user_batch_size").record(batch.len() as f64);
-        tokio::spawn(dispatch(client.clone(), batch));
+        metrics::histogram!("frontdesk_user_batch_size", "kind" => kind.param())
+            .record(batch.len() as f64);
+        tokio::spawn(dispatch(client.clone(), kind, batch));
     }
 }
 
-async fn dispatch(client: Arc<ClerkClient>, batch: Vec<BatchItem>) {
+/// The values a user answers to, for `kind` (aliases normalised).
+fn keys_of(kind: Kind, id: &str, raw: &Bytes) -> Vec<String> {
+    match kind {
+        Kind::Id => vec![id.to_string()],
+        Kind::Email | Kind::Username => match super::CachedUser::parse(raw.clone()) {
+            Ok(u) => u
+                .aliases()
+                .into_iter()
+                .filter(|a| a.kind_of() == kind)
+                .map(|a| a.value)
+                .collect(),
+            Err(_) => Vec::new(),
+        },
+    }
+}
+
+async fn dispatch(client: Arc<ClerkClient>, kind: Kind, batch: Vec<BatchItem>) {
     let mut ids: Vec<String> = batch.iter().map(|(id, _, _)| id.clone()).collect();
     ids.sort();
     ids.dedup();
-    match client.list_users_by_ids(&ids).await {
+    match client.list_users_by(kind.param(), &ids).await {
         Ok(found) => {
-            let found: HashMap<String, Bytes> = found.into_iter().collect();
+            let found: HashMap<String, Bytes> = found
+                .into_iter()
+                .flat_map(|(id, raw)| {
+                    keys_of(kind, &id, &raw)
+                        .into_iter()
+                        .map(move |k| (k, raw.clone()))
+                })
+                .collect();
             for (id, reply, place) in batch {
                 // The place is freed before the answer, so whoever got it can queue again.
                 drop(place);
@@ -171,6 +222,7 @@ mod tests {
         );
         let queue = spawn(
             client,
+            Kind::Id,
             BatchTiming {
                 window: Duration::from_millis(1),
                 max_wait: Duration::from_millis(1),

@@ -7,7 +7,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::batcher::{self, BatchQueue, BatchStats};
+use super::alias::{Alias, AliasKind};
+use super::batcher::{self, BatchQueue, BatchStats, Kind};
 use crate::bus::{Bus, BusEvent, Overflow};
 use crate::clock::SharedClock;
 use crate::config::CacheConfig;
@@ -22,6 +23,8 @@ use crate::upstream::{ClerkClient, Endpoint, UpstreamError};
 pub struct CachedUser {
     pub raw: Bytes,
     pub summary: UserSummary,
+    /// Every email address of the user (Clerk's `email_address` filter matches any).
+    emails: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -94,7 +97,13 @@ impl CachedUser {
             .or(u.email_addresses.first());
         let primary_email = primary.map(|e| e.email_address.clone());
         let primary_email_verified = primary.is_some_and(EmailIn::verified);
+        let emails = u
+            .email_addresses
+            .iter()
+            .map(|e| e.email_address.clone())
+            .collect();
         Ok(Self {
+            emails,
             summary: UserSummary {
                 id: u.id,
                 username: u.username,
@@ -113,6 +122,34 @@ impl CachedUser {
 
     pub fn id(&self) -> &str {
         &self.summary.id
+    }
+
+    /// The aliases this user answers to: each email address and the username.
+    pub fn aliases(&self) -> Vec<Alias> {
+        self.emails
+            .iter()
+            .map(|e| Alias::of(AliasKind::Email, e))
+            .chain(
+                self.summary
+                    .username
+                    .iter()
+                    .map(|u| Alias::of(AliasKind::Username, u)),
+            )
+            .collect()
+    }
+
+    pub fn has_alias(&self, alias: &Alias) -> bool {
+        match alias.kind {
+            AliasKind::Email => self
+                .emails
+                .iter()
+                .any(|e| Alias::of(AliasKind::Email, e).value == alias.value),
+            AliasKind::Username => self
+                .summary
+                .username
+                .as_deref()
+                .is_some_and(|u| Alias::of(AliasKind::Username, u).value == alias.value),
+        }
     }
 }
 
@@ -150,6 +187,19 @@ struct Entry {
 }
 
 type LoadResult = Result<(Entry, Source), UpstreamError>;
+type AliasLoadResult = Result<Option<Arc<CachedUser>>, UpstreamError>;
+
+/// An alias index entry: the id the alias belongs to (`None`: Clerk has no user with
+/// it). A positive entry is only a pointer: the user is read from the user cache and
+/// checked to still answer to the alias.
+#[derive(Clone)]
+struct AliasEntry {
+    user_id: Option<String>,
+    fresh_until_ms: u64,
+    /// For `None` entries: the invalidation epoch they were made in. Any user change
+    /// may give some user this alias, so it voids every absent alias at once.
+    epoch: u64,
+}
 
 #[derive(Debug, Default)]
 struct Counters {
@@ -163,6 +213,12 @@ struct Counters {
     coalesced: AtomicU64,
     invalidations_sent: AtomicU64,
     invalidations_received: AtomicU64,
+    alias_l1_hits: AtomicU64,
+    alias_l1_misses: AtomicU64,
+    alias_l2_hits: AtomicU64,
+    alias_upstream_loads: AtomicU64,
+    alias_coalesced: AtomicU64,
+    alias_stale_dropped: AtomicU64,
 }
 
 /// Figures for `/v1/stats`.
@@ -181,6 +237,16 @@ pub struct CacheStats {
     pub batched_ids: u64,
     pub invalidations_sent: u64,
     pub invalidations_received: u64,
+    pub alias_entries: u64,
+    pub alias_l1_hits: u64,
+    pub alias_l1_misses: u64,
+    pub alias_l2_hits: u64,
+    pub alias_upstream_loads: u64,
+    pub alias_coalesced_waits: u64,
+    /// Alias entries found pointing at a user that no longer answers to them.
+    pub alias_stale_dropped: u64,
+    pub alias_batches: u64,
+    pub alias_batched_values: u64,
 }
 
 #[derive(Clone)]
@@ -201,6 +267,15 @@ struct Inner {
     clock: SharedClock,
     counters: Counters,
     batch_stats: Arc<BatchStats>,
+    /// The alias index (`alias:email:…`, `alias:username:…` → user id).
+    aliases: moka::sync::Cache<String, AliasEntry>,
+    email_batcher: BatchQueue,
+    username_batcher: BatchQueue,
+    alias_inflight: SingleFlight<String, AliasLoadResult>,
+    alias_batch_stats: Arc<BatchStats>,
+    /// Bumped by every invalidation: voids absent-alias entries, and keeps a user
+    /// loaded by alias out of the cache when an invalidation ran during the load.
+    epoch: AtomicU64,
 }
 
 impl UserCache {
@@ -224,16 +299,30 @@ impl UserCache {
             .time_to_live(retention)
             .build();
         let batch_stats = Arc::new(BatchStats::default());
-        let batcher = batcher::spawn(
+        let alias_batch_stats = Arc::new(BatchStats::default());
+        let timing = batcher::BatchTiming {
+            window: Duration::from_millis(config.batch_window_ms),
+            max_wait: Duration::from_millis(config.batch_max_wait_ms),
+            max: config.batch_max,
+            queue_max: config.batch_queue_max,
+        };
+        let batcher = batcher::spawn(client.clone(), Kind::Id, timing, batch_stats.clone());
+        let email_batcher = batcher::spawn(
             client.clone(),
-            batcher::BatchTiming {
-                window: Duration::from_millis(config.batch_window_ms),
-                max_wait: Duration::from_millis(config.batch_max_wait_ms),
-                max: config.batch_max,
-                queue_max: config.batch_queue_max,
-            },
-            batch_stats.clone(),
+            Kind::Email,
+            timing,
+            alias_batch_stats.clone(),
         );
+        let username_batcher = batcher::spawn(
+            client.clone(),
+            Kind::Username,
+            timing,
+            alias_batch_stats.clone(),
+        );
+        let aliases = moka::sync::Cache::builder()
+            .max_capacity(config.l1_max_users.saturating_mul(2))
+            .time_to_live(retention)
+            .build();
         Self(Arc::new(Inner {
             client,
             l1,
@@ -248,6 +337,14 @@ impl UserCache {
             clock,
             counters: Counters::default(),
             batch_stats,
+            aliases,
+            email_batcher,
+            username_batcher,
+            alias_inflight: SingleFlight::new(|e| {
+                Err(UpstreamError::Unavailable(format!("load task failed: {e}")))
+            }),
+            alias_batch_stats,
+            epoch: AtomicU64::new(0),
         }))
     }
 
@@ -331,9 +428,12 @@ impl UserCache {
         let inner = &self.0;
         let generation = inner.generations.current(id);
         if let Some(entry) = self.l2_get(id).await {
-            inner.generations.if_unchanged(id, generation, || {
+            let cached = inner.generations.if_unchanged(id, generation, || {
                 inner.l1.insert(id.to_string(), entry.clone());
             });
+            if cached && let Some(u) = &entry.user {
+                self.index_local(u, entry.fresh_until_ms);
+            }
             return Ok((entry, Source::L2));
         }
         let raw = inner
@@ -360,6 +460,10 @@ impl UserCache {
             inner.l1.insert(id.to_string(), entry.clone());
         });
         if cached {
+            if let Some(u) = &entry.user {
+                self.index_local(u, entry.fresh_until_ms);
+                self.index_l2(u, entry.fresh_until_ms, now).await;
+            }
             self.l2_put(id, &entry, now, generation).await;
         }
         Ok((entry, Source::Upstream))
@@ -386,7 +490,226 @@ impl UserCache {
     }
 
     fn l2_key(&self, id: &str) -> Option<String> {
-        self.0.redis.as_ref().map(|r| r.key(&format!("user:{id}")))
+        self.redis_key(&format!("user:{id}"))
+    }
+
+    fn redis_key(&self, key: &str) -> Option<String> {
+        self.0.redis.as_ref().map(|r| r.key(key))
+    }
+
+    // ---- The alias index -------------------------------------------------------
+
+    /// One user by an alias: the alias index (L1, then L2) gives the id, and the user
+    /// comes from the user cache, so an alias hit costs no Clerk call when the user is
+    /// cached under its id. Misses are batched into `GET /v1/users?email_address=…`
+    /// (or `username=…`) calls; an alias Clerk does not know is remembered for
+    /// `not_found_ttl_ms`.
+    pub async fn get_by_alias(&self, alias: &Alias) -> Result<Lookup, UpstreamError> {
+        let inner = &self.0;
+        let key = alias.key();
+        let now = inner.clock.now_ms();
+        if let Some(e) = inner.aliases.get(&key)
+            && now < e.fresh_until_ms
+        {
+            match &e.user_id {
+                None if e.epoch == inner.epoch.load(Ordering::SeqCst) => {
+                    self.alias_hit("l1");
+                    return Ok(Lookup {
+                        user: None,
+                        source: Source::L1,
+                    });
+                }
+                None => {}
+                Some(id) => {
+                    if let Some(l) = self.follow(alias, id).await? {
+                        self.alias_hit("l1");
+                        return Ok(l);
+                    }
+                }
+            }
+        }
+        inner
+            .counters
+            .alias_l1_misses
+            .fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("frontdesk_user_alias_misses_total", "tier" => "l1", "kind" => alias.label()).increment(1);
+        if let Some(id) = self.alias_l2_get(&key).await
+            && let Some(l) = self.follow(alias, &id).await?
+        {
+            self.alias_hit("l2");
+            if let Some(u) = &l.user {
+                self.index_local(u, now + inner.config.user_ttl_ms);
+            }
+            return Ok(l);
+        }
+        let this = self.clone();
+        let wanted = alias.clone();
+        let (flight, joined) = inner
+            .alias_inflight
+            .load(&key, move || async move { this.load_alias(&wanted).await });
+        if joined {
+            inner
+                .counters
+                .alias_coalesced
+                .fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("frontdesk_user_alias_coalesced_total").increment(1);
+        }
+        Ok(Lookup {
+            user: flight.await?,
+            source: Source::Upstream,
+        })
+    }
+
+    /// Many users by alias, in the order asked; concurrent misses are batched.
+    pub async fn get_many_by_alias(&self, aliases: &[Alias]) -> Vec<Result<Lookup, UpstreamError>> {
+        futures::future::join_all(aliases.iter().map(|a| self.get_by_alias(a))).await
+    }
+
+    fn alias_hit(&self, tier: &'static str) {
+        let c = &self.0.counters;
+        match tier {
+            "l1" => c.alias_l1_hits.fetch_add(1, Ordering::Relaxed),
+            _ => c.alias_l2_hits.fetch_add(1, Ordering::Relaxed),
+        };
+        metrics::counter!("frontdesk_user_alias_hits_total", "tier" => tier).increment(1);
+    }
+
+    /// The user an alias entry points at, if it still answers to the alias; a stale
+    /// entry (the user's email or username changed) is dropped.
+    async fn follow(&self, alias: &Alias, id: &str) -> Result<Option<Lookup>, UpstreamError> {
+        let lookup = self.get(id).await?;
+        match &lookup.user {
+            Some(u) if u.has_alias(alias) => Ok(Some(lookup)),
+            _ => {
+                self.0.aliases.invalidate(&alias.key());
+                self.0
+                    .counters
+                    .alias_stale_dropped
+                    .fetch_add(1, Ordering::Relaxed);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Asks Clerk (through the alias's batch queue) and caches what it says: the user
+    /// under its id with all its aliases, or the alias as absent.
+    async fn load_alias(&self, alias: &Alias) -> AliasLoadResult {
+        let inner = &self.0;
+        let epoch = inner.epoch.load(Ordering::SeqCst);
+        let queue = match alias.kind {
+            AliasKind::Email => &inner.email_batcher,
+            AliasKind::Username => &inner.username_batcher,
+        };
+        let raw = queue
+            .submit(&alias.value)?
+            .await
+            .map_err(|_| UpstreamError::Unavailable("batch dropped".into()))??;
+        inner
+            .counters
+            .alias_upstream_loads
+            .fetch_add(1, Ordering::Relaxed);
+        let now = inner.clock.now_ms();
+        let Some(raw) = raw else {
+            inner.aliases.insert(
+                alias.key(),
+                AliasEntry {
+                    user_id: None,
+                    fresh_until_ms: now + inner.config.not_found_ttl_ms,
+                    epoch,
+                },
+            );
+            return Ok(None);
+        };
+        let user = Arc::new(
+            CachedUser::parse(raw).map_err(|detail| UpstreamError::Malformed {
+                endpoint: "GET /v1/users",
+                detail,
+            })?,
+        );
+        let id = user.id().to_string();
+        let entry = self.entry(Some(user.clone()), now);
+        // Read before the epoch: an invalidation that bumps the epoch after the check
+        // below bumps the generation after this read, so the insert is refused.
+        let generation = inner.generations.current(&id);
+        if inner.epoch.load(Ordering::SeqCst) == epoch {
+            let cached = inner.generations.if_unchanged(&id, generation, || {
+                inner.l1.insert(id.clone(), entry.clone());
+            });
+            if cached {
+                self.index_local(&user, entry.fresh_until_ms);
+                self.index_l2(&user, entry.fresh_until_ms, now).await;
+                self.l2_put(&id, &entry, now, generation).await;
+            }
+        }
+        Ok(Some(user))
+    }
+
+    /// Points every alias of `user` at it in L1.
+    fn index_local(&self, user: &CachedUser, fresh_until_ms: u64) {
+        for a in user.aliases() {
+            self.0.aliases.insert(
+                a.key(),
+                AliasEntry {
+                    user_id: Some(user.id().to_string()),
+                    fresh_until_ms,
+                    epoch: 0,
+                },
+            );
+        }
+    }
+
+    /// Points every alias of `user` at it in L2 (`SET … PX`), in one pipeline.
+    async fn index_l2(&self, user: &CachedUser, fresh_until_ms: u64, now: u64) {
+        let inner = &self.0;
+        let Some(redis) = inner.redis.as_ref() else {
+            return;
+        };
+        if !redis.is_up() {
+            return;
+        }
+        let px = fresh_until_ms.saturating_sub(now).max(1);
+        let mut pipe = redis::pipe();
+        let mut any = false;
+        for a in user.aliases() {
+            let key = redis.key(&a.key());
+            if inner.bus.l2_suspect(&key) {
+                continue;
+            }
+            pipe.cmd("SET")
+                .arg(&key)
+                .arg(user.id())
+                .arg("PX")
+                .arg(px)
+                .ignore();
+            any = true;
+        }
+        if !any {
+            return;
+        }
+        let mut conn = redis.conn();
+        let result: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
+        redis.record(&result);
+    }
+
+    async fn alias_l2_get(&self, key: &str) -> Option<String> {
+        let inner = &self.0;
+        let redis = inner.redis.as_ref()?;
+        if !redis.is_up() {
+            return None;
+        }
+        let key = redis.key(key);
+        if inner.bus.l2_suspect(&key) {
+            return None;
+        }
+        let mut conn = redis.conn();
+        let result: redis::RedisResult<Option<String>> =
+            redis::cmd("GET").arg(&key).query_async(&mut conn).await;
+        redis.record(&result);
+        let id = result.ok().flatten();
+        if id.is_none() {
+            metrics::counter!("frontdesk_user_alias_misses_total", "tier" => "l2").increment(1);
+        }
+        id
     }
 
     /// L2 record: `fresh_until_ms`, a newline, then Clerk's JSON (empty: no such user).
@@ -492,18 +815,41 @@ impl UserCache {
         }
     }
 
-    /// Forgets a user here (L1, loads in flight) and returns its L2 key, which the
-    /// caller queues for deletion on the bus.
-    pub fn forget_local(&self, id: &str) -> Option<String> {
+    /// Forgets a user here (L1, its aliases, loads in flight) and returns its L2 keys
+    /// (the user's, and its aliases' as this instance knew them), which the caller
+    /// queues for deletion on the bus.
+    pub fn forget_local(&self, id: &str) -> Vec<String> {
         let inner = &self.0;
-        inner.generations.bump_with(id, || inner.l1.invalidate(id));
+        let old = self.drop_local(id);
+        let mut keys: Vec<String> = old
+            .iter()
+            .flat_map(|u| u.aliases())
+            .filter_map(|a| self.redis_key(&a.key()))
+            .collect();
+        keys.extend(self.l2_key(id));
         inner
             .counters
             .invalidations_sent
             .fetch_add(1, Ordering::Relaxed);
         metrics::counter!("frontdesk_user_cache_invalidations_total", "direction" => "sent")
             .increment(1);
-        self.l2_key(id)
+        keys
+    }
+
+    /// Evicts a user from L1 with the aliases its cached copy answers to, voids every
+    /// absent alias (the change may have given this user one of them), and returns
+    /// the evicted copy.
+    fn drop_local(&self, id: &str) -> Option<Arc<CachedUser>> {
+        let inner = &self.0;
+        inner.epoch.fetch_add(1, Ordering::SeqCst);
+        let old = inner.l1.get(id).and_then(|e| e.user);
+        inner.generations.bump_with(id, || inner.l1.invalidate(id));
+        if let Some(u) = &old {
+            for a in u.aliases() {
+                inner.aliases.invalidate(&a.key());
+            }
+        }
+        old
     }
 
     /// Forgets a user everywhere: L1 here, L2, and every other instance's L1. The L2
@@ -511,11 +857,10 @@ impl UserCache {
     /// Redis takes them; `Err` when its outbox could not take them (a fleet-wide
     /// resync is then on its way).
     pub async fn invalidate(&self, id: &str) -> Result<(), Overflow> {
-        let key = self.forget_local(id);
-        self.0.bus.enqueue(
-            key.into_iter().collect(),
-            Some(BusEvent::UserInvalidated { id: id.to_string() }),
-        )
+        let keys = self.forget_local(id);
+        self.0
+            .bus
+            .enqueue(keys, Some(BusEvent::UserInvalidated { id: id.to_string() }))
     }
 
     /// Stores Clerk's fresh answer after a write (write-through), and tells the other
@@ -524,10 +869,31 @@ impl UserCache {
         let inner = &self.0;
         let id = user.id().to_string();
         let now = inner.clock.now_ms();
-        let entry = self.entry(Some(Arc::new(user)), now);
+        let user = Arc::new(user);
+        let entry = self.entry(Some(user.clone()), now);
+        // The aliases the old copy answered to and the new one does not are dropped
+        // here and in L2; the other instances drop theirs on the announcement below.
+        inner.epoch.fetch_add(1, Ordering::SeqCst);
+        let old = inner.l1.get(&id).and_then(|e| e.user);
+        let gone: Vec<String> = old
+            .iter()
+            .flat_map(|o| o.aliases())
+            .filter(|a| !user.has_alias(a))
+            .map(|a| {
+                inner.aliases.invalidate(&a.key());
+                a.key()
+            })
+            .collect();
         inner.generations.bump_with(&id, || {
             inner.l1.insert(id.clone(), entry.clone());
         });
+        if !gone.is_empty() {
+            let keys = gone.iter().filter_map(|k| self.redis_key(k)).collect();
+            // An overflow is followed by a fleet-wide resync: nothing is lost.
+            let _ = inner.bus.enqueue(keys, None);
+        }
+        self.index_local(&user, entry.fresh_until_ms);
+        self.index_l2(&user, entry.fresh_until_ms, now).await;
         let generation = inner.generations.current(&id);
         self.l2_put(&id, &entry, now, generation).await;
         inner
@@ -539,9 +905,7 @@ impl UserCache {
 
     /// Applies another instance's invalidation to this instance's L1.
     pub fn evict_local(&self, id: &str) {
-        self.0
-            .generations
-            .bump_with(id, || self.0.l1.invalidate(id));
+        self.drop_local(id);
         self.0
             .counters
             .invalidations_received
@@ -552,14 +916,26 @@ impl UserCache {
 
     /// Drops all of L1 (after the bus may have missed messages).
     pub fn clear_local(&self) {
+        self.0.epoch.fetch_add(1, Ordering::SeqCst);
         self.0.generations.bump_all();
         self.0.l1.invalidate_all();
+        self.0.aliases.invalidate_all();
     }
 
     pub fn stats(&self) -> CacheStats {
         let c = &self.0.counters;
         self.0.l1.run_pending_tasks();
+        self.0.aliases.run_pending_tasks();
         CacheStats {
+            alias_entries: self.0.aliases.entry_count(),
+            alias_l1_hits: c.alias_l1_hits.load(Ordering::Relaxed),
+            alias_l1_misses: c.alias_l1_misses.load(Ordering::Relaxed),
+            alias_l2_hits: c.alias_l2_hits.load(Ordering::Relaxed),
+            alias_upstream_loads: c.alias_upstream_loads.load(Ordering::Relaxed),
+            alias_coalesced_waits: c.alias_coalesced.load(Ordering::Relaxed),
+            alias_stale_dropped: c.alias_stale_dropped.load(Ordering::Relaxed),
+            alias_batches: self.0.alias_batch_stats.batches.load(Ordering::Relaxed),
+            alias_batched_values: self.0.alias_batch_stats.ids.load(Ordering::Relaxed),
             l1_entries: self.0.l1.entry_count(),
             l1_hits: c.l1_hits.load(Ordering::Relaxed),
             l1_misses: c.l1_misses.load(Ordering::Relaxed),

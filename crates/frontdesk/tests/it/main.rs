@@ -9,9 +9,11 @@
 
 mod support;
 
+mod aliases;
 mod api_auth;
 mod availability;
 mod binary;
+mod bulk;
 mod config;
 mod context;
 mod embed;
