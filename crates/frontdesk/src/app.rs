@@ -60,6 +60,8 @@ pub struct AppState {
     pub webhooks: Arc<Webhooks>,
     /// The reverse proxy in front of the app, its rate limits and assertion keys.
     pub gateway: Arc<gateway::Gateway>,
+    /// Live events to browsers (SSE) and refresh jobs.
+    pub live: crate::live::Live,
 }
 
 impl AppState {
@@ -229,6 +231,16 @@ impl App {
             redis.clone(),
             clock.clone(),
         )?);
+        let events = EventHub::new(1024);
+        let live = crate::live::Live::new(
+            &config.live,
+            &config.jobs,
+            store.clone(),
+            redis.clone(),
+            clock.clone(),
+            events.clone(),
+            verifier.clone(),
+        );
         Ok(Self {
             state: AppState {
                 config: Arc::new(config),
@@ -241,10 +253,11 @@ impl App {
                 users,
                 proxy_reads,
                 verifier,
-                events: EventHub::new(1024),
+                events,
                 context,
                 webhooks,
                 gateway,
+                live,
             },
         })
     }
@@ -259,7 +272,8 @@ impl App {
             .merge(ops::edge_router())
             .merge(context::api::router())
             .merge(webhooks::edge_router())
-            .merge(gateway::edge_router());
+            .merge(gateway::edge_router())
+            .merge(self.state.live.edge_router());
         gateway::front(finish(router, "edge", &self.state), &self.state)
     }
 
@@ -269,7 +283,8 @@ impl App {
             .merge(ops::api_router())
             .merge(users::api::router())
             .merge(proxy::router())
-            .merge(webhooks::api_router());
+            .merge(webhooks::api_router())
+            .merge(self.state.live.api_router());
         gateway::front_api(finish(router, "api", &self.state), &self.state)
     }
 
@@ -312,6 +327,7 @@ impl App {
                     .run_subscriber(bus_handler(&self.state), background.clone()),
             );
         }
+        tokio::spawn(self.state.live.clone().run(background.clone()));
         tokio::spawn(gateway::run_key_publisher(
             self.state.clone(),
             background.clone(),

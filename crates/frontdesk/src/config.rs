@@ -130,6 +130,11 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// Named rate-limit policies that routes refer to. `FRONTDESK_RATE_LIMITS` (JSON).
     pub rate_limits: Vec<RateLimitConfig>,
+    /// Live events to browsers (`GET /_frontdesk/events`, `POST /v1/events`).
+    /// `FRONTDESK_LIVE__*`.
+    pub live: crate::live::LiveConfig,
+    /// Refresh jobs run after matching events (Postgres only). `FRONTDESK_JOBS` (JSON).
+    pub jobs: Vec<crate::live::JobConfig>,
 }
 
 /// The reverse proxy in front of the app.
@@ -541,6 +546,8 @@ impl Default for Config {
             },
             routes: Vec::new(),
             rate_limits: Vec::new(),
+            live: crate::live::LiveConfig::default(),
+            jobs: Vec::new(),
         }
     }
 }
@@ -574,6 +581,7 @@ const JSON_KEYS: &[&str] = &[
     "context.role_overrides",
     "routes",
     "rate_limits",
+    "jobs",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -770,6 +778,14 @@ impl Config {
                 reason: "max_concurrency and timeout_ms must be at least 1".into(),
             });
         }
+        crate::live::jobs::validate(
+            &self.jobs,
+            self.database_url.expose().starts_with("sqlite:"),
+        )
+        .map_err(|reason| ConfigError::Invalid {
+            key: "jobs",
+            reason,
+        })?;
         if !self.context.profile_defaults.is_object() {
             return Err(ConfigError::Invalid {
                 key: "context.profile_defaults",

@@ -17,6 +17,7 @@ mod context;
 mod fleet;
 mod gateway;
 mod http;
+mod live;
 mod migrations;
 mod ops;
 mod props;
