@@ -327,7 +327,12 @@ impl App {
                     .run_subscriber(bus_handler(&self.state), background.clone()),
             );
         }
-        tokio::spawn(self.state.live.clone().run(background.clone()));
+        tokio::spawn(
+            self.state
+                .live
+                .clone()
+                .run(background.clone(), shutdown.clone()),
+        );
         tokio::spawn(gateway::run_key_publisher(
             self.state.clone(),
             background.clone(),

@@ -162,6 +162,9 @@ struct Inner {
     resets: AtomicU64,
     jobs: jobs::Jobs,
     script: redis::Script,
+    /// Fired when the instance begins to shut down: streams end at once, so browsers
+    /// reconnect (to another instance) instead of holding the shutdown back.
+    closing: CancellationToken,
 }
 
 /// The live-events capability. Cheap to clone.
@@ -207,6 +210,7 @@ impl Live {
                 resets: AtomicU64::new(0),
                 jobs: jobs::Jobs::new(jobs),
                 script: redis::Script::new(PUBLISH_SCRIPT),
+                closing: CancellationToken::new(),
             }),
         }
     }
@@ -253,9 +257,18 @@ impl Live {
     }
 
     /// Background work until `stop`: the fleet reader (with Redis), the forwarder of
-    /// Frontdesk's own events, and one loop per refresh job.
-    pub async fn run(self, stop: CancellationToken) {
+    /// Frontdesk's own events, and one loop per refresh job. Open streams end when
+    /// `shutdown` fires.
+    pub async fn run(self, stop: CancellationToken, shutdown: CancellationToken) {
         let mut tasks = tokio::task::JoinSet::new();
+        let closing = self.inner.closing.clone();
+        let stopped = stop.clone();
+        tasks.spawn(async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => closing.cancel(),
+                _ = stopped.cancelled() => {}
+            }
+        });
         if self.inner.redis.is_some() {
             tasks.spawn(self.clone().read_fleet(stop.clone()));
         }

@@ -182,6 +182,7 @@ impl Stream {
             let msg = tokio::select! {
                 biased;
                 _ = self.kick.cancelled() => return None,
+                _ = self.live.inner.closing.cancelled() => return None,
                 m = self.rx.recv() => m,
                 _ = tokio::time::sleep(self.heartbeat) => {
                     if self.revoked() {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use frontdesk::Config;
 use frontdesk::config::Secret;
+use frontdesk::events::AppEvent;
 use frontdesk_emulator::{Emulator, MintSession, RunningEmulator};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -283,6 +284,69 @@ async fn a_user_never_receives_another_tenants_events() {
     assert_eq!(
         (s, body["code"].as_str()),
         (400, Some("invalid_event_type"))
+    );
+    p.a.stop().await;
+    p.b.stop().await;
+}
+
+#[tokio::test]
+async fn a_deleted_user_or_a_revoked_session_loses_its_stream() {
+    let p = pair(|c| c.live.heartbeat_ms = 100).await;
+    let (user, _, _) = members(&p.emu).remove(0);
+    let mint = || {
+        p.emu
+            .mint_session(MintSession {
+                user_id: user.clone(),
+                org_id: None,
+                ttl_s: Some(600),
+                azp: None,
+            })
+            .unwrap()
+    };
+    let event = |kind: &str, subject: &str, detail: Value| AppEvent {
+        kind: kind.into(),
+        subject: subject.into(),
+        at_ms: 1,
+        detail,
+    };
+
+    // The session is revoked (a webhook effect on the other instance): the event
+    // arrives, then the stream ends.
+    let session = mint();
+    let mut s = Sse::open(&p.a, &session.jwt, None).await;
+    p.b.state.events.publish(event(
+        "session.revoked",
+        &session.sid,
+        json!({"user_id": user}),
+    ));
+    assert_eq!(s.next().await.unwrap().event, "session.revoked");
+    assert!(s.next().await.is_none(), "a revoked session's stream ends");
+
+    // A revocation the verifier learns (from the bus) ends it at the next heartbeat.
+    let session = mint();
+    let mut s = Sse::open(&p.a, &session.jwt, None).await;
+    p.a.state
+        .verifier
+        .as_ref()
+        .unwrap()
+        .revoke_session(&session.sid, u64::MAX / 2);
+    assert!(s.next().await.is_none());
+
+    // The user is deleted: the stream of every session of theirs ends.
+    let session = mint();
+    let mut s = Sse::open(&p.a, &session.jwt, None).await;
+    p.b.state
+        .events
+        .publish(event("user.deleted", &user, json!({"deleted": true})));
+    assert_eq!(s.next().await.unwrap().event, "user.deleted");
+    assert!(s.next().await.is_none(), "a deleted user's stream ends");
+    let live = p.a.state.live.clone();
+    assert!(
+        support::eventually(WITHIN, || {
+            let live = live.clone();
+            async move { live.stats().subscribers == 0 }
+        })
+        .await
     );
     p.a.stop().await;
     p.b.stop().await;
