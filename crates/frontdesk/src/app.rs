@@ -103,6 +103,14 @@ impl App {
     ) -> Result<()> {
         let fd = self.frontdesk;
         fd.start();
+        // Open event streams never end by themselves: close them when shutdown begins,
+        // so the listeners' graceful shutdown is not held for the whole grace period.
+        let live = fd.live().clone();
+        let closing = shutdown.clone();
+        tokio::spawn(async move {
+            closing.cancelled().await;
+            live.close_streams();
+        });
         let limits = fd.config().http.clone();
         let edge = http::serve(
             listeners.edge,
@@ -155,7 +163,8 @@ pub fn edge_router(fd: &Frontdesk) -> Router {
         .merge(ops::edge_router())
         .merge(context::api::router(fd.auth().clone()))
         .merge(webhooks::edge_router(fd.webhooks_state()))
-        .merge(gateway::edge_router(fd.gateway_state()));
+        .merge(gateway::edge_router(fd.gateway_state()))
+        .merge(fd.live().edge_router());
     gateway::front(finish(router, "edge", fd), &fd.gateway_state())
 }
 
@@ -167,7 +176,8 @@ pub fn api_router(fd: &Frontdesk) -> Router {
         .merge(proxy::router(fd.proxy_state()))
         .merge(webhooks::api_router(fd.webhooks_state()))
         .merge(fd.respcache().router())
-        .merge(fd.bulk().router());
+        .merge(fd.bulk().router())
+        .merge(fd.live().api_router());
     gateway::front_api(finish(router, "api", fd), &fd.gateway_state())
 }
 

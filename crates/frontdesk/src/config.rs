@@ -137,6 +137,11 @@ pub struct Config {
     pub response_cache: ResponseCacheConfig,
     /// Bulk metadata jobs (`/v1/users/bulk/metadata`). `FRONTDESK_BULK__*`.
     pub bulk: BulkConfig,
+    /// Live events to browsers (`GET /_frontdesk/events`, `POST /v1/events`).
+    /// `FRONTDESK_LIVE__*`.
+    pub live: LiveConfig,
+    /// Refresh jobs run after matching events (Postgres only). `FRONTDESK_JOBS` (JSON).
+    pub jobs: Vec<JobConfig>,
 }
 
 /// The reverse proxy in front of the app.
@@ -554,6 +559,8 @@ impl Default for Config {
             cache_policies: Vec::new(),
             response_cache: ResponseCacheConfig::default(),
             bulk: BulkConfig::default(),
+            live: LiveConfig::default(),
+            jobs: Vec::new(),
         }
     }
 }
@@ -588,6 +595,7 @@ const JSON_KEYS: &[&str] = &[
     "routes",
     "rate_limits",
     "cache_policies",
+    "jobs",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -786,6 +794,14 @@ impl Config {
                 reason: "max_concurrency and timeout_ms must be at least 1".into(),
             });
         }
+        validate_jobs(
+            &self.jobs,
+            self.database_url.expose().starts_with("sqlite:"),
+        )
+        .map_err(|reason| ConfigError::Invalid {
+            key: "jobs",
+            reason,
+        })?;
         if !self.context.profile_defaults.is_object() {
             return Err(ConfigError::Invalid {
                 key: "context.profile_defaults",
@@ -1028,4 +1044,113 @@ impl Default for BulkConfig {
             per_user_window_ms: 10_000,
         }
     }
+}
+
+/// Live events: `[live]`. `FRONTDESK_LIVE__*`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LiveConfig {
+    /// Serve `GET /_frontdesk/events` and `POST /v1/events`.
+    pub enabled: bool,
+    /// A comment line is sent this often on an idle stream, in ms (keeps proxies and
+    /// load balancers from closing it, and finds dead clients).
+    pub heartbeat_ms: u64,
+    /// The `retry:` hint sent to browsers: how long `EventSource` waits before it
+    /// reconnects, in ms.
+    pub retry_ms: u64,
+    /// Events kept per tenant for `Last-Event-ID` replay (Redis `MAXLEN ~`, so a few
+    /// more may stay).
+    pub history: usize,
+    /// A tenant's history expires this long after its last event, in ms.
+    pub history_ttl_ms: u64,
+    /// Events queued for one subscriber; one more and it is disconnected as too slow.
+    pub queue: usize,
+    /// Open streams per instance; one more gets 503 `too_many_subscribers`.
+    pub max_subscribers: usize,
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            heartbeat_ms: 15_000,
+            retry_ms: 2_000,
+            history: 1_000,
+            history_ttl_ms: 86_400_000,
+            queue: 256,
+            max_subscribers: 100_000,
+        }
+    }
+}
+
+/// One `[[jobs]]` entry.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JobConfig {
+    /// Unique name (metrics label, `event: job` data).
+    pub name: String,
+    /// The statement(s) to run, e.g. `REFRESH MATERIALIZED VIEW CONCURRENTLY kpis`.
+    pub sql: String,
+    /// Event types that trigger it: Frontdesk's own (`user.updated`), app-published
+    /// ones, `invalidate` (any invalidation) or `invalidate:<resource>` (that resource,
+    /// and whole-tenant invalidations).
+    pub on: Vec<String>,
+    /// Runs this long after the last matching event (at most ten times this after the
+    /// first), in ms.
+    #[serde(default = "default_debounce_ms")]
+    pub debounce_ms: u64,
+    /// The statement's time limit (Postgres `statement_timeout`), in ms.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_debounce_ms() -> u64 {
+    2_000
+}
+fn default_timeout_ms() -> u64 {
+    30_000
+}
+
+/// Checks of `[[jobs]]` that the types cannot express; `Err` names the problem.
+pub fn validate_jobs(jobs: &[JobConfig], sqlite: bool) -> Result<(), String> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    if sqlite {
+        return Err("refresh jobs need Postgres; database_url is SQLite".into());
+    }
+    let mut names = BTreeSet::new();
+    for j in jobs {
+        if j.name.is_empty()
+            || j.name.len() > 64
+            || !j
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err(format!(
+                "job name {:?} must be 1-64 characters of A-Z a-z 0-9 _ -",
+                j.name
+            ));
+        }
+        if !names.insert(j.name.as_str()) {
+            return Err(format!("job name {:?} is used twice", j.name));
+        }
+        if j.sql.trim().is_empty() {
+            return Err(format!("job {:?} has no sql", j.name));
+        }
+        if j.on.is_empty() {
+            return Err(format!("job {:?} has no trigger (on = [...])", j.name));
+        }
+        if let Some(t) =
+            j.on.iter()
+                .find(|t| t.is_empty() || *t == "job" || *t == "reset")
+        {
+            return Err(format!("job {:?}: {t:?} cannot trigger a job", j.name));
+        }
+        if j.timeout_ms == 0 {
+            return Err(format!("job {:?}: timeout_ms must be positive", j.name));
+        }
+    }
+    Ok(())
 }

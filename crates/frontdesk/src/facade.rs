@@ -26,6 +26,7 @@ use crate::context::{Auth, Context, ContextService};
 use crate::error::{Error, Result};
 use crate::events::EventHub;
 use crate::gateway::{self, Gateway, GatewayState};
+use crate::live::Live;
 use crate::proxy::{ProxyState, ReadCache};
 use crate::redis_link::RedisLink;
 use crate::respcache::ResponseCache;
@@ -65,6 +66,8 @@ struct Inner {
     respcache: Arc<ResponseCache>,
     /// Bulk metadata jobs: their API and runner.
     bulk: Bulk,
+    /// Live events to browsers (SSE) and refresh jobs.
+    live: Live,
     tasks: Mutex<Tasks>,
 }
 
@@ -137,6 +140,15 @@ impl FrontdeskBuilder {
             clerk.as_ref().map(|c| c.users.clone()),
             clock.clone(),
         );
+        let live = Live::new(
+            &config.live,
+            &config.jobs,
+            store.clone(),
+            redis.clone(),
+            clock.clone(),
+            events.clone(),
+            verifier.clone(),
+        );
         let respcache = Arc::new(ResponseCache::new(
             &config,
             redis.clone(),
@@ -171,6 +183,7 @@ impl FrontdeskBuilder {
             gateway,
             respcache,
             bulk,
+            live,
             tasks: Mutex::new(Tasks::default()),
         })))
     }
@@ -312,6 +325,11 @@ impl Frontdesk {
         &self.0.bulk
     }
 
+    /// Live events (SSE) and refresh jobs.
+    pub fn live(&self) -> &Live {
+        &self.0.live
+    }
+
     /// Starts the background tasks (Prometheus upkeep, revocation sync, Redis health,
     /// the bus publisher and reader, webhook workers and retention, the gateway's key
     /// publisher). Idempotent. An embedding app calls it once, and [`Frontdesk::stop`]
@@ -349,6 +367,7 @@ impl Frontdesk {
             stop.clone(),
         ));
         tasks.spawn(self.0.bulk.clone().run_if_enabled(stop.clone()));
+        tasks.spawn(self.0.live.clone().run(stop.clone(), stop.clone()));
         tasks.spawn(webhooks::run_retention(self.webhooks_state(), stop));
         let workers_stop = tasks.workers_stop.clone();
         tasks.workers = Some(tokio::spawn(webhooks::run_workers(

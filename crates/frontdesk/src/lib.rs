@@ -24,6 +24,7 @@ pub mod gateway;
 pub mod generations;
 pub mod http;
 pub mod json;
+pub mod live;
 pub mod ops;
 pub mod proxy;
 pub mod ratelimit;

@@ -21,6 +21,7 @@ mod fleet;
 mod fleet_budget;
 mod gateway;
 mod http;
+mod live;
 mod migrations;
 mod modules;
 mod ops;
