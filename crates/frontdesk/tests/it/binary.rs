@@ -270,7 +270,7 @@ async fn migrate_applies_the_schema_to_postgres() {
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.starts_with("postgres: 4 migration(s) applied now"),
+        stdout.starts_with("postgres: 5 migration(s) applied now"),
         "{stdout}"
     );
     let out = frontdesk(&dir)
