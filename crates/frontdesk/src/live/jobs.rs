@@ -240,6 +240,8 @@ pub(super) async fn run(live: Live, job: Arc<Job>, stop: CancellationToken) {
 
 async fn attempt(live: &Live, job: &Job, upto: Option<&str>) -> Outcome {
     let name = job.config.name.as_str();
+    // Irrefutable without the `sqlite` feature.
+    #[allow(irrefutable_let_patterns)]
     let Backend::Postgres(pg) = live.inner.store.backend() else {
         // Refused by config validation; nothing to run on.
         return Outcome::Covered;

@@ -64,6 +64,7 @@ const CLAIM_PG: &str = "UPDATE bulk_jobs SET locked_until = $1, claim = claim + 
          FOR UPDATE SKIP LOCKED)
      RETURNING id, claim";
 
+#[cfg(feature = "sqlite")]
 const CLAIM_SQLITE: &str = "UPDATE bulk_jobs SET locked_until = $1, claim = claim + 1
      WHERE id IN (
          SELECT id FROM bulk_jobs
@@ -122,6 +123,7 @@ impl Store {
                     .fetch_optional(pool)
                     .await?
             }
+            #[cfg(feature = "sqlite")]
             Backend::Sqlite(pool) => {
                 sqlx::query_as(CLAIM_SQLITE)
                     .bind(until)
