@@ -22,6 +22,7 @@ use crate::bulk::Bulk;
 use crate::bus::{Bus, Overflow};
 use crate::clock::{self, SharedClock};
 use crate::config::Config;
+use crate::console::Console;
 use crate::context::{Auth, Context, ContextService};
 use crate::error::{Error, Result};
 use crate::events::EventHub;
@@ -68,6 +69,8 @@ struct Inner {
     bulk: Bulk,
     /// Live events to browsers (SSE) and refresh jobs.
     live: Live,
+    /// The operator console's request counters and its streams.
+    console: Console,
     tasks: Mutex<Tasks>,
 }
 
@@ -184,6 +187,7 @@ impl FrontdeskBuilder {
             respcache,
             bulk,
             live,
+            console: Console::new(),
             tasks: Mutex::new(Tasks::default()),
         })))
     }
@@ -328,6 +332,11 @@ impl Frontdesk {
     /// Live events (SSE) and refresh jobs.
     pub fn live(&self) -> &Live {
         &self.0.live
+    }
+
+    /// The operator console's counters and streams.
+    pub fn console(&self) -> &Console {
+        &self.0.console
     }
 
     /// Starts the background tasks (Prometheus upkeep, revocation sync, Redis health,

@@ -13,6 +13,7 @@ pub mod bus;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod context;
 #[cfg(feature = "emulator")]
 pub mod devmode;
