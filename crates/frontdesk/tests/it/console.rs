@@ -102,8 +102,9 @@ async fn the_stream_sends_snapshots_and_counts_traffic() {
         .await
         .unwrap();
     assert_eq!(u.status(), 200);
-    // The first snapshot that saw the traffic (it may span two of them).
+    // The first snapshot that saw all the traffic (it may span two of them).
     let mut second = next_snapshot(&mut r, &mut buf).await;
+    let mut edge_rate_seen = second["requests"]["edge"]["per_s"].as_f64().unwrap() > 0.0;
     for _ in 0..5 {
         if second["requests"]["edge"]["requests"].as_u64().unwrap() >= edge_before + 5
             && second["stats"]["users"]["upstream_loads"] == 1
@@ -111,6 +112,7 @@ async fn the_stream_sends_snapshots_and_counts_traffic() {
             break;
         }
         second = next_snapshot(&mut r, &mut buf).await;
+        edge_rate_seen |= second["requests"]["edge"]["per_s"].as_f64().unwrap() > 0.0;
     }
     assert_eq!(
         second["requests"]["edge"]["requests"].as_u64().unwrap(),
@@ -118,8 +120,8 @@ async fn the_stream_sends_snapshots_and_counts_traffic() {
         "{second}"
     );
     assert!(
-        second["requests"]["edge"]["per_s"].as_f64().unwrap() > 0.0,
-        "{second}"
+        edge_rate_seen,
+        "a snapshot showed the edge's rate: {second}"
     );
     assert_eq!(second["stats"]["users"]["upstream_loads"], 1, "{second}");
     drop(r);
