@@ -74,13 +74,16 @@ function draw(f) {
   const present = values.filter((v) => v !== null);
   if (present.length === 0) { line.setAttribute("points", ""); return; }
   let lo = Math.min(...present), hi = Math.max(...present);
-  if (hi === lo) { hi = lo + 1; lo = lo - (lo > 0 ? 0 : 0); }
-  const offset = WINDOW - values.length;
+  if (hi === lo) hi = lo + 1;
+  // The x axis spans what is kept (at least a minute), so a young page's chart is
+  // readable; after 15 minutes it spans the whole window.
+  const span = Math.min(WINDOW, Math.max(60, values.length));
+  const offset = span - values.length;
   const pts = [];
   values.forEach((v, i) => {
     if (v === null) return;
     const y = 95 - ((v - lo) / (hi - lo)) * 90;
-    pts.push((offset + i) + "," + y.toFixed(1));
+    pts.push(((offset + i) * WINDOW / span).toFixed(1) + "," + y.toFixed(1));
   });
   line.setAttribute("points", pts.join(" "));
 }
