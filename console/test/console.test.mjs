@@ -117,6 +117,10 @@ try {
   // The first snapshot fills the figures.
   await page.waitForFunction(() => document.getElementById("requests-total").textContent !== "–");
 
+  // The fleet table lists this instance (dev mode has Redis).
+  await page.waitForSelector("#fleet-table tbody tr[data-instance]", { timeout: 10000 });
+  check("fleet lists this instance", (await page.locator("#fleet-table tbody tr[data-instance]").first().textContent()).includes("(this one)"));
+
   // Keyboard: the first Tab lands on the skip link.
   await page.keyboard.press("Tab");
   check("first Tab reaches the skip link", await page.evaluate(() => document.activeElement && document.activeElement.classList.contains("skip")));

@@ -339,6 +339,18 @@ impl Frontdesk {
         &self.0.console
     }
 
+    fn console_fleet_writer(&self, redis: Arc<RedisLink>) -> crate::console::FleetWriter {
+        crate::console::FleetWriter {
+            console: self.0.console.clone(),
+            redis,
+            clock: self.0.clock.clone(),
+            instance_id: self.0.bus.instance_id().to_string(),
+            users: self.users().cloned(),
+            clerk: self.0.clerk.as_ref().map(|c| c.client.clone()),
+            live: self.0.live.clone(),
+        }
+    }
+
     /// Starts the background tasks (Prometheus upkeep, revocation sync, Redis health,
     /// the bus publisher and reader, webhook workers and retention, the gateway's key
     /// publisher). Idempotent. An embedding app calls it once, and [`Frontdesk::stop`]
@@ -377,6 +389,9 @@ impl Frontdesk {
         ));
         tasks.spawn(self.0.bulk.clone().run_if_enabled(stop.clone()));
         tasks.spawn(self.0.live.clone().run(stop.clone(), stop.clone()));
+        if let Some(redis) = &self.0.redis {
+            tasks.spawn(self.console_fleet_writer(redis.clone()).run(stop.clone()));
+        }
         tasks.spawn(webhooks::run_retention(self.webhooks_state(), stop));
         let workers_stop = tasks.workers_stop.clone();
         tasks.workers = Some(tokio::spawn(webhooks::run_workers(

@@ -21,7 +21,22 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::SharedClock;
 use crate::facade::Frontdesk;
+use crate::live::Live;
+use crate::redis_link::RedisLink;
+use crate::upstream::ClerkClient;
+use crate::users::UserCache;
+
+/// The fleet's figures: one hash, a field per instance (its latest entry as JSON).
+const FLEET_KEY: &str = "console:fleet";
+/// An instance writes its entry this often.
+const FLEET_EVERY: Duration = Duration::from_secs(1);
+/// An entry older than this is not shown; older than `FLEET_FORGET_MS`, it is removed.
+const FLEET_FRESH_MS: u64 = 5_000;
+const FLEET_FORGET_MS: u64 = 60_000;
+/// The hash expires when no instance has written for this long.
+const FLEET_TTL_MS: u64 = 30_000;
 
 const PAGE: &str = include_str!("assets/console.html");
 const SCRIPT: &str = include_str!("assets/console.js");
@@ -239,13 +254,129 @@ async fn snapshot(fd: &Frontdesk, previous: &mut Previous) -> Value {
         }
     };
     let live = fd.live().stats();
+    let fleet = match fd.redis() {
+        Some(redis) => fleet(redis, now_ms).await,
+        None => None,
+    };
     json!({
         "at_ms": now_ms,
         "requests": requests,
         "stats": crate::ops::stats_value(fd),
         "inbox": inbox,
         "live": {"subscribers": live.subscribers, "published": live.published, "delivered": live.delivered},
+        "fleet": fleet,
     })
+}
+
+/// What an instance's fleet entry is made of: the handles it reads, not the façade
+/// (a background task must not keep the façade alive).
+pub struct FleetWriter {
+    pub console: Console,
+    pub redis: Arc<RedisLink>,
+    pub clock: SharedClock,
+    pub instance_id: String,
+    pub users: Option<UserCache>,
+    pub clerk: Option<Arc<ClerkClient>>,
+    pub live: Live,
+}
+
+fn ratio(hits: u64, misses: u64) -> f64 {
+    if hits + misses == 0 {
+        0.0
+    } else {
+        hits as f64 / (hits + misses) as f64
+    }
+}
+
+impl FleetWriter {
+    /// Writes this instance's entry every second until `stop` fires (a task of
+    /// `Frontdesk::start`, with Redis only).
+    pub async fn run(self, stop: CancellationToken) {
+        let mut previous = Previous {
+            at: Instant::now(),
+            edge: self.console.0.edge.totals(),
+            api: self.console.0.api.totals(),
+        };
+        let key = self.redis.key(FLEET_KEY);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(FLEET_EVERY) => {}
+            }
+            let entry = self.entry(&mut previous);
+            let mut pipe = redis::pipe();
+            pipe.cmd("HSET")
+                .arg(&key)
+                .arg(&self.instance_id)
+                .arg(entry.to_string())
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(&key)
+                .arg(FLEET_TTL_MS)
+                .ignore();
+            let mut conn = self.redis.conn();
+            let result: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
+            self.redis.record(&result);
+        }
+    }
+
+    fn entry(&self, previous: &mut Previous) -> Value {
+        let (edge, api) = (self.console.0.edge.totals(), self.console.0.api.totals());
+        let now = Instant::now();
+        let seconds = now.duration_since(previous.at).as_secs_f64();
+        let requests = json!({
+            "edge": rates(edge, previous.edge, seconds),
+            "api": rates(api, previous.api, seconds),
+        });
+        *previous = Previous { at: now, edge, api };
+        let users = self.users.as_ref().map(|u| {
+            let s = u.stats();
+            json!({"l1_hit_ratio": ratio(s.l1_hits, s.l1_misses), "l2_hit_ratio": ratio(s.l2_hits, s.l2_misses)})
+        });
+        json!({
+            "instance_id": self.instance_id,
+            "at_ms": self.clock.now_ms(),
+            "requests": requests,
+            "users": users,
+            "upstream_calls": self.clerk.as_ref().map(|c| c.total_calls()),
+            "live_subscribers": self.live.stats().subscribers,
+        })
+    }
+}
+
+/// The instances seen on Redis in the last `FLEET_FRESH_MS`, by id; entries older than
+/// `FLEET_FORGET_MS` are removed. `None` without Redis or when it does not answer.
+async fn fleet(redis: &RedisLink, now_ms: u64) -> Option<Vec<Value>> {
+    let key = redis.key(FLEET_KEY);
+    let mut conn = redis.conn();
+    let result: redis::RedisResult<Vec<(String, String)>> =
+        redis::cmd("HGETALL").arg(&key).query_async(&mut conn).await;
+    redis.record(&result);
+    let entries = result.ok()?;
+    let mut seen = Vec::new();
+    let mut forget = Vec::new();
+    for (id, raw) in entries {
+        let Ok(entry) = serde_json::from_str::<Value>(&raw) else {
+            forget.push(id);
+            continue;
+        };
+        let age = now_ms.saturating_sub(entry["at_ms"].as_u64().unwrap_or(0));
+        if age > FLEET_FORGET_MS {
+            forget.push(id);
+        } else if age <= FLEET_FRESH_MS {
+            seen.push(entry);
+        }
+    }
+    if !forget.is_empty() {
+        let result: redis::RedisResult<()> = redis::cmd("HDEL")
+            .arg(&key)
+            .arg(&forget)
+            .query_async(&mut conn)
+            .await;
+        redis.record(&result);
+    }
+    seen.sort_by(|a, b| a["instance_id"].as_str().cmp(&b["instance_id"].as_str()));
+    Some(seen)
 }
 
 /// `GET /console/stream`: `event: snapshot` with one JSON object, every second, until

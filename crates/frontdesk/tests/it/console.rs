@@ -274,3 +274,68 @@ async fn the_api_token_guards_the_console_and_its_cookie_opens_only_the_console(
     assert_eq!(r.status(), 401);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_stream_lists_the_instances_seen_on_redis() {
+    let (_emu, running) = support::emulator(3).await;
+    let prefix = support::redis_prefix();
+    let a = support::app_with(&running, Some(&prefix), frontdesk::clock::system(), |_| {}).await;
+    let b = support::app_with(&running, Some(&prefix), frontdesk::clock::system(), |_| {}).await;
+    // Another fleet (another prefix) is not listed.
+    let other = support::app_with(
+        &running,
+        Some(&support::redis_prefix()),
+        frontdesk::clock::system(),
+        |_| {},
+    )
+    .await;
+    let mut r = a
+        .http
+        .get(format!("{}/console/stream", a.api))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut buf = String::new();
+    let mut want = vec![
+        a.state.bus().instance_id().to_string(),
+        b.state.bus().instance_id().to_string(),
+    ];
+    want.sort();
+    let mut seen = Vec::new();
+    // Each instance writes once a second: a few snapshots are enough.
+    for _ in 0..10 {
+        let snap = next_snapshot(&mut r, &mut buf).await;
+        seen = snap["fleet"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no fleet: {snap}"))
+            .iter()
+            .map(|e| e["instance_id"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>();
+        if seen == want {
+            break;
+        }
+    }
+    assert_eq!(seen, want);
+    drop(r);
+    other.stop().await;
+    b.stop().await;
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn without_redis_the_fleet_is_null() {
+    let (_emu, running) = support::emulator(3).await;
+    let app = support::app_with(&running, None, frontdesk::clock::system(), |_| {}).await;
+    let mut r = app
+        .http
+        .get(format!("{}/console/stream", app.api))
+        .send()
+        .await
+        .unwrap();
+    let mut buf = String::new();
+    let snap = next_snapshot(&mut r, &mut buf).await;
+    assert!(snap["fleet"].is_null(), "{snap}");
+    drop(r);
+    app.stop().await;
+}

@@ -101,12 +101,43 @@ function onSnapshot(s) {
   }
 }
 
+function renderFleet(s) {
+  const tbody = document.querySelector("#fleet-table tbody");
+  const note = document.getElementById("fleet-note");
+  if (!Array.isArray(s.fleet)) {
+    note.textContent = "No fleet figures: this instance has no Redis, or Redis does not answer.";
+    tbody.replaceChildren();
+    return;
+  }
+  const rows = s.fleet.map((e) => {
+    const tr = el("tr", { "data-instance": e.instance_id });
+    const mine = e.instance_id === s.stats.instance_id;
+    tr.append(
+      el("td", {}, e.instance_id + (mine ? " (this one)" : "")),
+      el("td", {}, fixed(1)(num(get(e, "requests.edge.per_s")))),
+      el("td", {}, fixed(1)(num(get(e, "requests.api.per_s")))),
+      el("td", {}, pct(num(get(e, "users.l1_hit_ratio")))),
+      el("td", {}, pct(num(get(e, "users.l2_hit_ratio")))),
+      el("td", {}, int(num(e.upstream_calls))),
+      el("td", {}, int(num(e.live_subscribers))),
+      el("td", {}, fixed(1)(Math.max(0, (s.at_ms - e.at_ms) / 1000))),
+    );
+    return tr;
+  });
+  tbody.replaceChildren(...rows);
+  note.textContent = s.fleet.length + " instance(s) seen in the last 5 s.";
+}
+
 function connect() {
   const status = document.getElementById("stream-status");
   const source = new EventSource("/console/stream");
   source.addEventListener("open", () => { status.textContent = "live"; });
   source.addEventListener("snapshot", (e) => {
-    try { onSnapshot(JSON.parse(e.data)); } catch (err) { status.textContent = "bad snapshot"; }
+    try {
+      const s = JSON.parse(e.data);
+      onSnapshot(s);
+      renderFleet(s);
+    } catch (err) { status.textContent = "bad snapshot"; }
   });
   source.addEventListener("error", () => { status.textContent = "reconnecting…"; });
 }
