@@ -107,12 +107,12 @@ impl App {
         // Open event streams never end by themselves: close them when shutdown begins,
         // so the listeners' graceful shutdown is not held for the whole grace period.
         let live = fd.live().clone();
-        let console = fd.console().clone();
+        let vitals = fd.vitals().clone();
         let closing = shutdown.clone();
         tokio::spawn(async move {
             closing.cancelled().await;
             live.close_streams();
-            console.close_streams();
+            vitals.close_streams();
         });
         let limits = fd.config().http.clone();
         let edge = http::serve(
@@ -204,8 +204,8 @@ fn finish(router: Router, listener: &'static str, fd: &Frontdesk) -> Router {
     };
     router
         .layer(middleware::from_fn_with_state(
-            (fd.console().clone(), listener),
-            console::count,
+            (fd.vitals().clone(), listener),
+            crate::vitals::count,
         ))
         .layer(RequestBodyLimitLayer::new(fd.config().max_body_bytes))
         .layer(middleware::from_fn({

@@ -22,7 +22,6 @@ use crate::bulk::Bulk;
 use crate::bus::{Bus, Overflow};
 use crate::clock::{self, SharedClock};
 use crate::config::Config;
-use crate::console::Console;
 use crate::context::{Auth, Context, ContextService};
 use crate::error::{Error, Result};
 use crate::events::EventHub;
@@ -37,6 +36,7 @@ use crate::telemetry;
 use crate::tokens::{ClerkJwks, JwksSource, Session, Verifier, VerifierConfig};
 use crate::upstream;
 use crate::users::UserCache;
+use crate::vitals::{FleetWriter, Vitals};
 use crate::webhooks::{self, Webhooks, WebhooksState};
 
 /// One Frontdesk instance: cheap to clone (an `Arc`), no globals, so two can run side
@@ -69,8 +69,8 @@ struct Inner {
     bulk: Bulk,
     /// Live events to browsers (SSE) and refresh jobs.
     live: Live,
-    /// The operator console's request counters and its streams.
-    console: Console,
+    /// This instance's vital signs for the operator console.
+    vitals: Vitals,
     tasks: Mutex<Tasks>,
 }
 
@@ -187,7 +187,7 @@ impl FrontdeskBuilder {
             respcache,
             bulk,
             live,
-            console: Console::new(),
+            vitals: Vitals::new(),
             tasks: Mutex::new(Tasks::default()),
         })))
     }
@@ -334,14 +334,14 @@ impl Frontdesk {
         &self.0.live
     }
 
-    /// The operator console's counters and streams.
-    pub fn console(&self) -> &Console {
-        &self.0.console
+    /// This instance's vital signs (request counters, the console's streams).
+    pub fn vitals(&self) -> &Vitals {
+        &self.0.vitals
     }
 
-    fn console_fleet_writer(&self, redis: Arc<RedisLink>) -> crate::console::FleetWriter {
-        crate::console::FleetWriter {
-            console: self.0.console.clone(),
+    fn fleet_writer(&self, redis: Arc<RedisLink>) -> FleetWriter {
+        FleetWriter {
+            vitals: self.0.vitals.clone(),
             redis,
             clock: self.0.clock.clone(),
             instance_id: self.0.bus.instance_id().to_string(),
@@ -390,7 +390,7 @@ impl Frontdesk {
         tasks.spawn(self.0.bulk.clone().run_if_enabled(stop.clone()));
         tasks.spawn(self.0.live.clone().run(stop.clone(), stop.clone()));
         if let Some(redis) = &self.0.redis {
-            tasks.spawn(self.console_fleet_writer(redis.clone()).run(stop.clone()));
+            tasks.spawn(self.fleet_writer(redis.clone()).run(stop.clone()));
         }
         tasks.spawn(webhooks::run_retention(self.webhooks_state(), stop));
         let workers_stop = tasks.workers_stop.clone();

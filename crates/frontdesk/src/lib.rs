@@ -39,6 +39,7 @@ pub mod tls;
 pub mod tokens;
 pub mod upstream;
 pub mod users;
+pub mod vitals;
 pub mod webhooks;
 
 pub use app::{App, Listeners, run};
