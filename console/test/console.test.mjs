@@ -160,6 +160,17 @@ try {
   const cachedAfter = (await fetch(`${fd.api}/v1/users/${fd.user}`)).headers.get("x-cache");
   check("user evicted", cachedAfter === "MISS", cachedAfter);
 
+  // A bulk job's progress by id.
+  const job = await (await fetch(`${fd.api}/v1/users/bulk/metadata`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ updates: [{ user_id: fd.user, public_metadata: { console: true } }] }),
+  })).json();
+  await page.fill("#job-id", job.job_id);
+  await page.getByRole("button", { name: "Show" }).click();
+  await page.waitForFunction((id) => document.getElementById("job-result").textContent.startsWith(`Job ${id}: `), job.job_id);
+  check("bulk job shown", (await page.locator("#job-progress").getAttribute("max")) === "1", await page.locator("#job-result").textContent());
+
   // Screenshots: laptop and phone.
   await mkdir(OUT_DIR, { recursive: true });
   await page.screenshot({ path: path.join(OUT_DIR, "console.png"), fullPage: true });

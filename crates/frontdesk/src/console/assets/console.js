@@ -242,6 +242,10 @@ async function evictUser() {
     return;
   }
   const r = await call("DELETE", "/v1/cache/users/" + encodeURIComponent(id));
+  if (r.ok) {
+    const served = document.querySelector('dd[data-field="served from"]');
+    if (served) served.textContent = "evicted (the next look-up loads it again)";
+  }
   say("user-result", r.ok ? "Evicted " + id + "." : "Eviction of " + id + " failed: " + failure(r), r.ok);
 }
 
