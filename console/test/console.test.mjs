@@ -133,6 +133,7 @@ try {
   check("requests figure moves after traffic", after >= before + 20, `${before} -> ${after}`);
   const points = await page.locator("#requests-total-line").getAttribute("points");
   check("chart drawn", typeof points === "string" && points.split(" ").length >= 2, points ? `${points.split(" ").length} points` : "none");
+  check("process counters shown", /^\d+$/.test(await page.locator("#respcache-hits").textContent()), await page.locator("#respcache-hits").textContent());
   check("dead-letter figure", (await page.locator("#inbox-dead").textContent()) === "1");
 
   // Dead letter replayed from its button.

@@ -113,6 +113,42 @@ async fn style() -> Response {
     asset("text/css; charset=utf-8", STYLE)
 }
 
+/// Counters kept only by the process's Prometheus recorder, read from its text: response
+/// cache outcomes, rate-limit decisions per policy, provisioning outcomes, Clerk pauses,
+/// and Clerk's 429s. Process-wide (two façades in one process share them).
+const PROCESS_COUNTERS: &[&str] = &[
+    "frontdesk_respcache_requests_total",
+    "frontdesk_ratelimit_decisions_total",
+    "frontdesk_provisioning_total",
+    "frontdesk_upstream_paused_total",
+];
+
+/// `{"name{labels}": value}` for [`PROCESS_COUNTERS`] and the 429s of
+/// `frontdesk_upstream_requests_total`; `None` without the recorder.
+fn process_counters(fd: &Frontdesk) -> Option<Value> {
+    let text = fd.prometheus()?.render();
+    Some(Value::Object(pick_counters(&text)))
+}
+
+fn pick_counters(text: &str) -> serde_json::Map<String, Value> {
+    let mut out = serde_json::Map::new();
+    for line in text.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let name = series.split('{').next().unwrap_or(series);
+        let wanted = PROCESS_COUNTERS.contains(&name)
+            || (name == "frontdesk_upstream_requests_total" && series.contains("status=\"429\""));
+        if let (true, Ok(v)) = (wanted, value.parse::<f64>()) {
+            out.insert(series.to_string(), json!(v));
+        }
+    }
+    out
+}
+
 /// One snapshot of this instance: the figures of `/v1/stats`, request rates per
 /// listener, the webhook inbox and the live subscribers.
 async fn snapshot(fd: &Frontdesk, previous: &mut Previous) -> Value {
@@ -148,6 +184,7 @@ async fn snapshot(fd: &Frontdesk, previous: &mut Previous) -> Value {
         "inbox": inbox,
         "live": {"subscribers": live.subscribers, "published": live.published, "delivered": live.delivered},
         "fleet": fleet,
+        "process": process_counters(fd),
     })
 }
 
@@ -192,6 +229,25 @@ async fn stream(State(fd): State<Frontdesk>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn picks_the_process_counters() {
+        let text = "# TYPE frontdesk_respcache_requests_total counter\n\
+            frontdesk_respcache_requests_total{outcome=\"hit\"} 3\n\
+            frontdesk_upstream_requests_total{endpoint=\"users\",status=\"200\"} 9\n\
+            frontdesk_upstream_requests_total{endpoint=\"users\",status=\"429\"} 2\n\
+            frontdesk_http_requests_total{route=\"/x\"} 5\n";
+        let m = pick_counters(text);
+        assert_eq!(m.len(), 2, "{m:?}");
+        assert_eq!(
+            m["frontdesk_respcache_requests_total{outcome=\"hit\"}"],
+            3.0
+        );
+        assert_eq!(
+            m["frontdesk_upstream_requests_total{endpoint=\"users\",status=\"429\"}"],
+            2.0
+        );
+    }
 
     #[test]
     fn escapes_markup() {

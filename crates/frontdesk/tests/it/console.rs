@@ -85,6 +85,8 @@ async fn the_stream_sends_snapshots_and_counts_traffic() {
     );
     assert_eq!(first["inbox"]["dead"], 0, "{first}");
     assert_eq!(first["live"]["subscribers"], 0, "{first}");
+    // The process's counters (the recorder is process-wide: present, not exact).
+    assert!(first["process"].is_object(), "{first}");
     let edge_before = first["requests"]["edge"]["requests"].as_u64().unwrap();
     // Five requests on the edge, one user look-up on the api.
     for _ in 0..5 {

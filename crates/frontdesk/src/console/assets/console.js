@@ -28,8 +28,22 @@ const FIGURES = [
   { id: "inbox-dead", label: "Dead letters", read: (s) => num(get(s, "inbox.dead")), fmt: int },
   { id: "rl-fallbacks", label: "Rate-limit memory fallbacks", read: (s) => num(get(s, "stats.rate_limits.memory_fallbacks")), fmt: int },
   { id: "sse-subscribers", label: "Live (SSE) subscribers", read: (s) => num(get(s, "live.subscribers")), fmt: int },
+  { id: "respcache-hits", label: "Response cache hits (process)", read: (s) => sumOf(s, "frontdesk_respcache_requests_total", 'outcome="hit"'), fmt: int },
+  { id: "ratelimited", label: "Requests rate-limited (process)", read: (s) => sumOf(s, "frontdesk_ratelimit_decisions_total", 'outcome="limited"'), fmt: int },
+  { id: "clerk-429", label: "Clerk 429s (process)", read: (s) => sumOf(s, "frontdesk_upstream_requests_total", 'status="429"'), fmt: int },
+  { id: "provisioned", label: "Provisioning runs (process)", read: (s) => sumOf(s, "frontdesk_provisioning_total", ""), fmt: int },
   { id: "upstream-loads", label: "User loads from Clerk", read: (s) => num(get(s, "stats.users.upstream_loads")), fmt: int },
 ];
+
+// Sum of the process counters named `name` whose labels contain `label`.
+function sumOf(s, name, label) {
+  if (!s.process) return null;
+  let total = 0;
+  for (const [k, v] of Object.entries(s.process)) {
+    if (k.split("{")[0] === name && k.includes(label)) total += v;
+  }
+  return total;
+}
 
 const history = []; // snapshots, oldest first
 const series = new Map(FIGURES.map((f) => [f.id, []]));
