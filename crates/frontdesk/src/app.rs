@@ -15,6 +15,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::clock::SharedClock;
 use crate::config::Config;
+use crate::console;
 use crate::context;
 use crate::error::{Error, Result};
 use crate::facade::Frontdesk;
@@ -106,10 +107,12 @@ impl App {
         // Open event streams never end by themselves: close them when shutdown begins,
         // so the listeners' graceful shutdown is not held for the whole grace period.
         let live = fd.live().clone();
+        let vitals = fd.vitals().clone();
         let closing = shutdown.clone();
         tokio::spawn(async move {
             closing.cancelled().await;
             live.close_streams();
+            vitals.close_streams();
         });
         let limits = fd.config().http.clone();
         let edge = http::serve(
@@ -170,14 +173,17 @@ pub fn edge_router(fd: &Frontdesk) -> Router {
 
 /// The internal listener's routes.
 pub fn api_router(fd: &Frontdesk) -> Router {
-    let router = Router::new()
-        .merge(ops::api_router(fd.clone()))
+    let routes = Router::new()
         .merge(users::api::router(fd.users().cloned()))
         .merge(proxy::router(fd.proxy_state()))
         .merge(webhooks::api_router(fd.webhooks_state()))
         .merge(fd.respcache().router())
         .merge(fd.bulk().router())
         .merge(fd.live().api_router());
+    let router = Router::new()
+        .merge(ops::api_router(fd.clone()))
+        .merge(console::router(fd.clone(), routes.clone()))
+        .merge(routes);
     gateway::front_api(finish(router, "api", fd), &fd.gateway_state())
 }
 
@@ -197,6 +203,10 @@ fn finish(router: Router, listener: &'static str, fd: &Frontdesk) -> Router {
         _ => router,
     };
     router
+        .layer(middleware::from_fn_with_state(
+            (fd.vitals().clone(), listener),
+            crate::vitals::count,
+        ))
         .layer(RequestBodyLimitLayer::new(fd.config().max_body_bytes))
         .layer(middleware::from_fn({
             let limit = Duration::from_millis(fd.config().http.request_timeout_ms);

@@ -36,6 +36,7 @@ use crate::telemetry;
 use crate::tokens::{ClerkJwks, JwksSource, Session, Verifier, VerifierConfig};
 use crate::upstream;
 use crate::users::UserCache;
+use crate::vitals::{FleetWriter, Vitals};
 use crate::webhooks::{self, Webhooks, WebhooksState};
 
 /// One Frontdesk instance: cheap to clone (an `Arc`), no globals, so two can run side
@@ -68,6 +69,8 @@ struct Inner {
     bulk: Bulk,
     /// Live events to browsers (SSE) and refresh jobs.
     live: Live,
+    /// This instance's vital signs for the operator console.
+    vitals: Vitals,
     tasks: Mutex<Tasks>,
 }
 
@@ -184,6 +187,7 @@ impl FrontdeskBuilder {
             respcache,
             bulk,
             live,
+            vitals: Vitals::new(),
             tasks: Mutex::new(Tasks::default()),
         })))
     }
@@ -330,6 +334,23 @@ impl Frontdesk {
         &self.0.live
     }
 
+    /// This instance's vital signs (request counters, the console's streams).
+    pub fn vitals(&self) -> &Vitals {
+        &self.0.vitals
+    }
+
+    fn fleet_writer(&self, redis: Arc<RedisLink>) -> FleetWriter {
+        FleetWriter {
+            vitals: self.0.vitals.clone(),
+            redis,
+            clock: self.0.clock.clone(),
+            instance_id: self.0.bus.instance_id().to_string(),
+            users: self.users().cloned(),
+            clerk: self.0.clerk.as_ref().map(|c| c.client.clone()),
+            live: self.0.live.clone(),
+        }
+    }
+
     /// Starts the background tasks (Prometheus upkeep, revocation sync, Redis health,
     /// the bus publisher and reader, webhook workers and retention, the gateway's key
     /// publisher). Idempotent. An embedding app calls it once, and [`Frontdesk::stop`]
@@ -368,6 +389,9 @@ impl Frontdesk {
         ));
         tasks.spawn(self.0.bulk.clone().run_if_enabled(stop.clone()));
         tasks.spawn(self.0.live.clone().run(stop.clone(), stop.clone()));
+        if let Some(redis) = &self.0.redis {
+            tasks.spawn(self.fleet_writer(redis.clone()).run(stop.clone()));
+        }
         tasks.spawn(webhooks::run_retention(self.webhooks_state(), stop));
         let workers_stop = tasks.workers_stop.clone();
         tasks.workers = Some(tokio::spawn(webhooks::run_workers(

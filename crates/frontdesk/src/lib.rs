@@ -13,6 +13,7 @@ pub mod bus;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod context;
 #[cfg(feature = "emulator")]
 pub mod devmode;
@@ -38,6 +39,7 @@ pub mod tls;
 pub mod tokens;
 pub mod upstream;
 pub mod users;
+pub mod vitals;
 pub mod webhooks;
 
 pub use app::{App, Listeners, run};

@@ -102,6 +102,11 @@ fn ratio(hits: u64, misses: u64) -> f64 {
 }
 
 async fn stats(State(state): State<Frontdesk>) -> Json<Value> {
+    Json(stats_value(&state))
+}
+
+/// The figures of `/v1/stats` (also sent by the console's stream).
+pub fn stats_value(state: &Frontdesk) -> Value {
     let redis = match state.redis() {
         None => "disabled",
         Some(r) if r.is_up() => "up",
@@ -146,7 +151,7 @@ async fn stats(State(state): State<Frontdesk>) -> Json<Value> {
             },
         })
     });
-    Json(json!({
+    json!({
         "instance_id": state.bus().instance_id(),
         "store": state.store().kind(),
         "redis": redis,
@@ -156,5 +161,5 @@ async fn stats(State(state): State<Frontdesk>) -> Json<Value> {
             "backend": state.gateway().limiter().backend(),
             "memory_fallbacks": state.gateway().limiter().fallbacks(),
         },
-    }))
+    })
 }

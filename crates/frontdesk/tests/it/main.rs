@@ -15,6 +15,7 @@ mod availability;
 mod binary;
 mod bulk;
 mod config;
+mod console;
 mod context;
 mod embed;
 mod fleet;
