@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::redis_link::RedisLink;
+use crate::redis_link::{RedisLink, STREAM_BLOCK, stream_newest};
 
 /// Invalidations waiting for Redis at most; beyond, a fleet-wide resync replaces them.
 const OUTBOX_CAPACITY: usize = 10_000;
@@ -42,10 +42,7 @@ const BATCH: usize = 128;
 /// Entries the stream keeps (approximately): a reader further behind resyncs.
 const STREAM_MAXLEN: usize = 10_000;
 /// How long one `XREAD` waits for news; it doubles as the heartbeat.
-const BLOCK: Duration = Duration::from_millis(1_000);
-/// A `BLOCK` round trip that has not come back after this long means a dead link.
-const READ_TIMEOUT: Duration = Duration::from_millis(2_500);
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+const BLOCK: Duration = STREAM_BLOCK;
 /// Pause between reconnection attempts of the reader and retries of the publisher.
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_millis(1_000);
@@ -389,30 +386,12 @@ impl Bus {
         first: bool,
         stop: &CancellationToken,
     ) -> Result<(), ReadError> {
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(READ_TIMEOUT));
-        let mut conn = redis
-            .client()
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .map_err(ReadError::connecting)?;
+        let mut conn = redis.stream_reader().await.map_err(ReadError::connecting)?;
         // Where the stream stands now: everything after it is read. Taken before the
         // resync, so nothing added between the two can be missed.
-        let newest: StreamRangeReply = redis::cmd("XREVRANGE")
-            .arg(&self.stream)
-            .arg("+")
-            .arg("-")
-            .arg("COUNT")
-            .arg(1)
-            .query_async(&mut conn)
+        let mut last_id = stream_newest(&mut conn, &self.stream)
             .await
             .map_err(ReadError::connecting)?;
-        let mut last_id = newest
-            .ids
-            .first()
-            .map(|e| e.id.clone())
-            .unwrap_or_else(|| "0-0".to_string());
         if !first {
             self.resync(handler, "reconnect");
         }

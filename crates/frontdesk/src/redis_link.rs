@@ -9,9 +9,38 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::streams::StreamRangeReply;
 
 use crate::error::Result;
+
+/// How long one `XREAD BLOCK` of a stream reader waits for news (the bus and live
+/// events); it doubles as their heartbeat.
+pub const STREAM_BLOCK: Duration = Duration::from_millis(1_000);
+/// A `BLOCK` round trip that has not come back after this long means a dead link.
+const STREAM_READ_TIMEOUT: Duration = Duration::from_millis(2_500);
+const STREAM_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The id of `stream`'s newest entry, `0-0` when it is empty: where a reader that
+/// only wants what comes next starts.
+pub async fn stream_newest(
+    conn: &mut MultiplexedConnection,
+    stream: &str,
+) -> redis::RedisResult<String> {
+    let newest: StreamRangeReply = redis::cmd("XREVRANGE")
+        .arg(stream)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(conn)
+        .await?;
+    Ok(newest
+        .ids
+        .first()
+        .map(|e| e.id.clone())
+        .unwrap_or_else(|| "0-0".to_string()))
+}
 
 /// How long one Redis command may take before the caller gives up on the tier. Short:
 /// an L2 that answers slowly is worse than no L2.
@@ -83,6 +112,19 @@ impl RedisLink {
     /// The client, for dedicated connections such as pub/sub subscribers.
     pub fn client(&self) -> &redis::Client {
         &self.client
+    }
+
+    /// A dedicated connection for one blocking stream reader (`XREAD BLOCK`, at most
+    /// [`STREAM_BLOCK`]): its own socket, so a blocked read never holds up the shared
+    /// connection, and a response time-out above the block time, so a dead link is
+    /// noticed within [`STREAM_READ_TIMEOUT`].
+    pub async fn stream_reader(&self) -> redis::RedisResult<MultiplexedConnection> {
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(STREAM_CONNECT_TIMEOUT))
+            .set_response_timeout(Some(STREAM_READ_TIMEOUT));
+        self.client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
     }
 
     pub fn prefix(&self) -> &str {

@@ -44,7 +44,7 @@ use crate::clock::SharedClock;
 use crate::error::{Error, Result};
 use crate::events::{AppEvent, EventHub};
 use crate::json::JsonBody;
-use crate::redis_link::RedisLink;
+use crate::redis_link::{RedisLink, STREAM_BLOCK, stream_newest};
 use crate::store::Store;
 use crate::tokens::Verifier;
 
@@ -55,9 +55,7 @@ pub use crate::config::LiveConfig;
 /// Entries kept in the fleet stream: enough for a reader to ride out a reconnect.
 const FLEET_MAXLEN: usize = 10_000;
 const READ_BATCH: usize = 512;
-const BLOCK: Duration = Duration::from_millis(1_000);
-const READ_TIMEOUT: Duration = Duration::from_millis(2_500);
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+const BLOCK: Duration = STREAM_BLOCK;
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_millis(2_000);
 /// The cursor of a tenant whose history was empty when the stream began.
@@ -462,31 +460,11 @@ impl Live {
         last: &mut Option<String>,
         stop: &CancellationToken,
     ) -> redis::RedisResult<()> {
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(READ_TIMEOUT));
-        let mut conn = redis
-            .client()
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
+        let mut conn = redis.stream_reader().await?;
         let stream = redis.key("live:fleet");
         match last.clone() {
             None => {
-                let newest: StreamRangeReply = redis::cmd("XREVRANGE")
-                    .arg(&stream)
-                    .arg("+")
-                    .arg("-")
-                    .arg("COUNT")
-                    .arg(1)
-                    .query_async(&mut conn)
-                    .await?;
-                *last = Some(
-                    newest
-                        .ids
-                        .first()
-                        .map(|e| e.id.clone())
-                        .unwrap_or_else(|| "0-0".into()),
-                );
+                *last = Some(stream_newest(&mut conn, &stream).await?);
             }
             Some(prev) if prev != "0-0" => {
                 // After a reconnect: did the stream drop what this reader had not read?
