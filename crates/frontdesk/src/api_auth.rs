@@ -30,7 +30,6 @@ fn exempt(path: &str) -> bool {
 }
 
 /// The middleware: a no-op without a configured token.
-#[tracing::instrument(name = "api_auth", skip_all)]
 pub async fn require_token(
     State(config): State<Arc<Config>>,
     req: Request,

@@ -6,8 +6,7 @@
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -187,12 +186,14 @@ pub fn api_router(fd: &Frontdesk) -> Router {
     gateway::front_api(finish(router, "api", fd), &fd.gateway_state())
 }
 
-/// Layers shared by both listeners, outermost last: body limit, request time-out, JSON
-/// for every rejection (see `http`), observation (request id, span, access log,
-/// metrics), and a JSON 404 for unknown paths.
+/// Layers shared by both listeners, outermost last: the console's counters, the body
+/// limit, and observation (request id, fields for log lines, time-out, JSON for every
+/// rejection, metrics, access record: `telemetry::observe`), with a JSON 404 for
+/// unknown paths. Each layer here is paid by every request: see BENCHMARKS.md "Edge
+/// overhead" before adding one.
 fn finish(router: Router, listener: &'static str, fd: &Frontdesk) -> Router {
     let router = router
-        .route_layer(middleware::from_fn(remember_route))
+        .route_layer(telemetry::RouteLayer)
         .fallback(not_found);
     // The api listener's optional bearer (FRONTDESK_API_TOKEN), unknown paths included.
     let router = match listener {
@@ -202,32 +203,21 @@ fn finish(router: Router, listener: &'static str, fd: &Frontdesk) -> Router {
         )),
         _ => router,
     };
+    let config = fd.config();
+    let vitals = fd.vitals().clone();
+    let observe = telemetry::Observe::new(
+        listener,
+        config.access_log,
+        config.access_log_sample,
+        Duration::from_millis(config.http.request_timeout_ms),
+    )
+    .on_done(move |status, micros| vitals.count(listener, status, micros));
     router
+        .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
         .layer(middleware::from_fn_with_state(
-            (fd.vitals().clone(), listener),
-            crate::vitals::count,
+            std::sync::Arc::new(observe),
+            telemetry::observe,
         ))
-        .layer(RequestBodyLimitLayer::new(fd.config().max_body_bytes))
-        .layer(middleware::from_fn({
-            let limit = Duration::from_millis(fd.config().http.request_timeout_ms);
-            move |req: Request, next: Next| http::request_timeout(limit, req, next)
-        }))
-        .layer(middleware::from_fn(http::json_rejections))
-        .layer(middleware::from_fn({
-            let access_log = fd.config().access_log;
-            move |req: Request, next: Next| telemetry::observe(listener, access_log, req, next)
-        }))
-}
-
-/// Copies the matched route template into the response so the outer observation layer
-/// (which runs before routing) can label metrics by route.
-async fn remember_route(req: Request, next: Next) -> Response {
-    let matched = req.extensions().get::<MatchedPath>().cloned();
-    let mut response = next.run(req).await;
-    if let Some(m) = matched {
-        response.extensions_mut().insert(m);
-    }
-    response
 }
 
 async fn not_found() -> Response {

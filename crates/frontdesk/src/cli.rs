@@ -148,7 +148,10 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli)) {
+    let outcome = runtime.block_on(dispatch(cli));
+    // Lines still queued for the log writer go out before the process ends.
+    telemetry::flush_logs(std::time::Duration::from_secs(2));
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("frontdesk: {e:#}");
@@ -160,13 +163,17 @@ pub fn main() -> ExitCode {
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     #[cfg(feature = "emulator")]
     if let Command::Emulator(args) = cli.command {
-        telemetry::init_logging(crate::config::LogFormat::Pretty, "info");
+        telemetry::init_logging(
+            crate::config::LogFormat::Pretty,
+            "info",
+            telemetry::DEFAULT_LOG_QUEUE_LINES,
+        );
         return frontdesk_emulator::cli::run(args)
             .await
             .map_err(|e| anyhow::anyhow!("emulator: {e}"));
     }
     let (mut config, warnings) = Config::load(cli.config.as_deref())?;
-    telemetry::init_logging(config.log_format, &config.log);
+    telemetry::init_logging(config.log_format, &config.log, config.log_queue_lines);
     for w in warnings {
         tracing::warn!("{w}");
     }

@@ -94,6 +94,13 @@ pub struct Config {
     /// One `request finished` log line per request (status, latency). Requests that
     /// fail with a 5xx are logged either way. `FRONTDESK_ACCESS_LOG`.
     pub access_log: bool,
+    /// Share of successful (< 400) requests that get an access-log line, from 0.0 to
+    /// 1.0; 4xx and 5xx answers are always logged. `FRONTDESK_ACCESS_LOG_SAMPLE`.
+    pub access_log_sample: f64,
+    /// Log lines waiting to be written before new ones are dropped and counted
+    /// (`frontdesk_log_dropped_total`): requests never wait for the log.
+    /// `FRONTDESK_LOG_QUEUE_LINES`.
+    pub log_queue_lines: usize,
     /// How long in-flight requests may run after SIGTERM/SIGINT before the listeners
     /// close anyway, in milliseconds. `FRONTDESK_SHUTDOWN_GRACE_MS`.
     pub shutdown_grace_ms: u64,
@@ -475,6 +482,8 @@ impl Default for Config {
             log_format: LogFormat::Json,
             log: "info".into(),
             access_log: true,
+            access_log_sample: 1.0,
+            log_queue_lines: 16_384,
             shutdown_grace_ms: 10_000,
             max_body_bytes: 1024 * 1024,
             http: crate::http::HttpConfig::default(),
@@ -707,6 +716,18 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "http.max_header_bytes",
                 reason: format!("must be at least {}", crate::http::MIN_HEADER_BYTES),
+            });
+        }
+        if !(0.0..=1.0).contains(&self.access_log_sample) {
+            return Err(ConfigError::Invalid {
+                key: "access_log_sample",
+                reason: "must be between 0.0 and 1.0".into(),
+            });
+        }
+        if self.log_queue_lines == 0 {
+            return Err(ConfigError::Invalid {
+                key: "log_queue_lines",
+                reason: "must be positive".into(),
             });
         }
         if self.http.max_connections == 0 || self.http.request_timeout_ms == 0 {

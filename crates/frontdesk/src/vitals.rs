@@ -8,9 +8,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -105,23 +102,17 @@ impl Vitals {
     }
 }
 
-/// The counting layer (`app::finish`): one request, its status class and its time to
-/// the response head.
-pub async fn count(
-    State((vitals, listener)): State<(Vitals, &'static str)>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let started = Instant::now();
-    let response = next.run(req).await;
-    let t = vitals.traffic(listener);
-    t.requests.fetch_add(1, Ordering::Relaxed);
-    if response.status().is_server_error() {
-        t.server_errors.fetch_add(1, Ordering::Relaxed);
+impl Vitals {
+    /// Counts one answer of `listener` (called by the observation layer, `app::finish`):
+    /// its status class and its time to the response head.
+    pub fn count(&self, listener: &str, status: u16, micros: u64) {
+        let t = self.traffic(listener);
+        t.requests.fetch_add(1, Ordering::Relaxed);
+        if status >= 500 {
+            t.server_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        t.micros.fetch_add(micros, Ordering::Relaxed);
     }
-    let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-    t.micros.fetch_add(micros, Ordering::Relaxed);
-    response
 }
 
 /// What the stream remembers between two snapshots, to turn totals into rates.

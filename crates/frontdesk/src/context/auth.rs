@@ -48,7 +48,7 @@ impl Auth {
             .verify_headers(headers)
             .await
             .map_err(Error::from)?;
-        tracing::Span::current().record("user_id", session.user_id.as_str());
+        crate::telemetry::record_user(&session.user_id);
         Ok(session)
     }
 

@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use tracing::Instrument;
 
 pub use auth::Auth;
 pub use roles::{role_of, upsert_from_clerk};
@@ -206,8 +205,9 @@ impl ContextService {
         // The run carries the span of the request that started it, so its log lines
         // (profile_created, …) have that request's id.
         let run = move || {
-            async move { this.provision_uncoalesced(&key).await.map_err(Arc::new) }
-                .instrument(tracing::Span::current())
+            crate::telemetry::in_current_request(async move {
+                this.provision_uncoalesced(&key).await.map_err(Arc::new)
+            })
         };
         self.0.inflight.load(clerk_id, run).0
     }

@@ -120,12 +120,11 @@ pub fn is_length_limit(e: &axum::Error) -> bool {
 #[derive(Debug, Clone, Copy)]
 pub struct Relayed;
 
-/// Outermost-but-one layer: turns any error answer that is not JSON (axum's extractor
-/// and 405 answers, tower-http's, a panic-free fallback) into `{"code","message"}`,
-/// keeping its status and headers (`Allow`, `Retry-After`), and adds
-/// `WWW-Authenticate` to any 401 that lacks it.
-pub async fn json_rejections(req: Request, next: Next) -> Response {
-    let response = next.run(req).await;
+/// Turns any error answer that is not JSON (axum's extractor and 405 answers,
+/// tower-http's, a panic-free fallback) into `{"code","message"}`, keeping its status
+/// and headers (`Allow`, `Retry-After`), and adds `WWW-Authenticate` to any 401 that
+/// lacks it. Run on every answer by the observation middleware (`telemetry`).
+pub fn json_errors(response: Response) -> Response {
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error())
         || response.extensions().get::<Relayed>().is_some()
@@ -163,22 +162,36 @@ pub async fn json_rejections(req: Request, next: Next) -> Response {
     response
 }
 
-/// The request time-out: 408 when the body had not fully arrived when time ran out,
-/// 504 when the handler had it and was still working.
-pub async fn request_timeout(limit: Duration, req: Request, next: Next) -> Response {
-    let done = Arc::new(AtomicBool::new(false));
-    let req = req.map(|body| {
-        if http_body::Body::is_end_stream(&body) {
-            done.store(true, Ordering::Relaxed);
-        }
-        Body::new(Tracked {
-            inner: body,
-            done: done.clone(),
-        })
-    });
-    match tokio::time::timeout(limit, next.run(req)).await {
+/// [`json_errors`] as a middleware, for routers served without the observation layer.
+pub async fn json_rejections(req: Request, next: Next) -> Response {
+    json_errors(next.run(req).await)
+}
+
+/// The request time-out around `run`: 408 when the body had not fully arrived when
+/// time ran out, 504 when the handler had it and was still working. A request whose
+/// body is already complete (every GET) is not wrapped at all.
+pub async fn with_timeout<F, Fut>(limit: Duration, req: Request, run: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: std::future::Future<Output = Response>,
+{
+    let done = if http_body::Body::is_end_stream(req.body()) {
+        None
+    } else {
+        Some(Arc::new(AtomicBool::new(false)))
+    };
+    let req = match &done {
+        None => req,
+        Some(flag) => req.map(|body| {
+            Body::new(Tracked {
+                inner: body,
+                done: flag.clone(),
+            })
+        }),
+    };
+    match tokio::time::timeout(limit, run(req)).await {
         Ok(response) => response,
-        Err(_) if !done.load(Ordering::Relaxed) => Error::client(
+        Err(_) if done.is_some_and(|d| !d.load(Ordering::Relaxed)) => Error::client(
             StatusCode::REQUEST_TIMEOUT,
             "request_timeout",
             "the request body did not arrive in time",

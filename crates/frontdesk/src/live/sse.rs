@@ -43,7 +43,7 @@ pub(super) async fn subscribe(
         .verify_headers(req.headers())
         .await
         .map_err(Error::from)?;
-    tracing::Span::current().record("user_id", session.user_id.as_str());
+    crate::telemetry::record_user(&session.user_id);
     let mut tenants = vec![session.user_id.clone()];
     if let Some(org) = &session.org {
         if is_tenant(&org.id) {

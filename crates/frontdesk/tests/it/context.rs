@@ -663,3 +663,44 @@ async fn an_unverified_email_links_no_profile_and_overrides_no_role_postgres() {
 async fn an_unverified_email_links_no_profile_and_overrides_no_role_sqlite() {
     unverified_email("sqlite").await;
 }
+
+#[tokio::test]
+async fn log_lines_of_a_request_carry_its_id_path_and_user() {
+    let logs = support::logs();
+    let (emu, running) = support::emulator(3).await;
+    let (app, _db) = start(&running, "sqlite", |_| {}).await;
+    let user = Emulator::seed_user_id(1);
+    let id = format!("ctx-{}", support::unique());
+    let r = app
+        .http
+        .get(format!("{}/_frontdesk/me?token=secret-value", app.edge))
+        .bearer_auth(token(&emu, &user))
+        .header("x-request-id", &id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = logs.text();
+    let lines: Vec<Value> = text
+        .lines()
+        .filter(|l| l.contains(&id))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // Written by the handler, by the (coalesced) provisioning run, and the access line.
+    for message in ["context_cache_miss", "profile_created", "request finished"] {
+        let line = lines
+            .iter()
+            .find(|v| v["message"] == message)
+            .unwrap_or_else(|| panic!("no {message} line with the request id: {lines:?}"));
+        assert_eq!(line["request"]["request_id"], id.as_str());
+        assert_eq!(line["request"]["path"], "/_frontdesk/me");
+        assert_eq!(line["request"]["method"], "GET");
+        assert_eq!(line["request"]["listener"], "edge");
+        assert_eq!(line["request"]["user_id"], user.as_str());
+    }
+    assert!(
+        !text.contains("secret-value"),
+        "the query never reaches a log"
+    );
+    app.stop().await;
+}

@@ -175,8 +175,9 @@ async fn request_ids_are_propagated_and_logged() {
         .find(|l| l.contains(&given))
         .expect("a log line carries the request id");
     let v: serde_json::Value = serde_json::from_str(line).unwrap();
-    assert_eq!(v["span"]["request_id"], given.as_str());
-    assert_eq!(v["span"]["path"], "/_frontdesk/healthz");
+    assert_eq!(v["request"]["request_id"], given.as_str());
+    assert_eq!(v["request"]["path"], "/_frontdesk/healthz");
+    assert_eq!(v["message"], "request finished");
     assert_eq!(v["status"], 200);
     app.stop().await;
 }
@@ -251,4 +252,92 @@ async fn the_access_log_line_can_be_turned_off() {
         "no access-log line for this request"
     );
     app.stop().await;
+}
+
+#[tokio::test]
+async fn sampling_drops_successful_access_lines_but_never_errors() {
+    let logs = support::logs();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = support::config(&support::sqlite_url(&dir), None, "");
+    config.access_log_sample = 0.0;
+    let app = TestApp::start(config).await;
+    let ok = format!("sampled-ok-{}", support::unique());
+    let missing = format!("sampled-404-{}", support::unique());
+    for (path, id, status) in [
+        ("/_frontdesk/healthz", &ok, 200),
+        ("/_frontdesk/nope", &missing, 404),
+    ] {
+        let r = app
+            .http
+            .get(format!("{}{path}", app.edge))
+            .header("x-request-id", id)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status);
+    }
+    let text = logs.text();
+    assert!(!text.contains(&ok), "a sampled-out 200 is not logged");
+    let line = text
+        .lines()
+        .find(|l| l.contains(&missing))
+        .expect("a 404 is always logged");
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["status"], 404);
+    app.stop().await;
+}
+
+#[test]
+fn a_full_log_queue_drops_and_counts_lines_instead_of_waiting() {
+    use std::io::Write;
+    use std::sync::{Arc, Condvar, Mutex};
+
+    /// An output that blocks until opened: the writer thread is stuck on it.
+    #[derive(Clone)]
+    struct Gate(Arc<(Mutex<bool>, Condvar)>, Arc<Mutex<Vec<u8>>>);
+    impl Write for Gate {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            let (open, cv) = &*self.0;
+            let mut open = open.lock().unwrap();
+            while !*open {
+                open = cv.wait(open).unwrap();
+            }
+            self.1.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            let _ = self.write(&[])?;
+            Ok(())
+        }
+    }
+    let gate = Gate(Arc::default(), Arc::default());
+    let pipe = frontdesk::telemetry::LogPipe::start(
+        Box::new(gate.clone()),
+        frontdesk::config::LogFormat::Json,
+        8,
+    );
+    // The thread buffers what it takes and blocks when it flushes; the queue fills.
+    pipe.text(b"first\n".to_vec());
+    let mut sent = 1u64;
+    let started = std::time::Instant::now();
+    while pipe.dropped() == 0 && started.elapsed() < Duration::from_secs(10) {
+        for i in 0..100 {
+            pipe.text(format!("line {i}\n").into_bytes());
+            sent += 1;
+        }
+    }
+    let dropped = pipe.dropped();
+    assert!(dropped > 0, "a blocked writer makes the queue drop lines");
+    // Open the gate: what was queued is written, nothing more.
+    {
+        let (open, cv) = &*gate.0;
+        *open.lock().unwrap() = true;
+        cv.notify_all();
+    }
+    assert!(pipe.flush(Duration::from_secs(5)));
+    let written = String::from_utf8(gate.1.lock().unwrap().clone()).unwrap();
+    let lines = written.lines().count() as u64;
+    assert!(written.starts_with("first\n"));
+    assert_eq!(lines + dropped, sent, "every line is written or counted");
+    assert_eq!(pipe.dropped(), dropped, "flushing dropped nothing more");
 }

@@ -233,7 +233,11 @@ pub fn http() -> reqwest::Client {
 pub struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
 
 impl CapturedLogs {
+    /// What was written so far, once the log writer has caught up.
     pub fn text(&self) -> String {
+        assert!(frontdesk::telemetry::flush_logs(
+            std::time::Duration::from_secs(5)
+        ));
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
 }
@@ -252,15 +256,13 @@ pub fn logs() -> CapturedLogs {
     static LOGS: OnceLock<CapturedLogs> = OnceLock::new();
     LOGS.get_or_init(|| {
         let logs = CapturedLogs::default();
-        let writer = logs.clone();
-        tracing_subscriber::fmt()
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .with_env_filter("info")
-            .with_writer(move || writer.clone())
-            .init();
+        // The binary's own logging: the log pipe and its writer thread.
+        assert!(frontdesk::telemetry::init_logging_to(
+            frontdesk::config::LogFormat::Json,
+            "info",
+            65_536,
+            Box::new(logs.clone()),
+        ));
         logs
     })
     .clone()
