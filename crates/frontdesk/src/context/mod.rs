@@ -166,7 +166,7 @@ impl ContextService {
         let inner = &self.0;
         let now = inner.clock.now_ms();
         if let Some(c) = inner.l1.get(clerk_id).filter(|c| now < c.fresh_until_ms) {
-            metrics::counter!("frontdesk_context_cache_total", "result" => "hit", "tier" => "l1")
+            crate::hot_counter!("frontdesk_context_cache_total", "result" => "hit", "tier" => "l1")
                 .increment(1);
             tracing::debug!(user_id = clerk_id, tier = "l1", "context_cache_hit");
             return check_alive(c.context).map(|c| (c, Resolved::CacheL1));

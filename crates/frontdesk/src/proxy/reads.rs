@@ -97,7 +97,7 @@ impl ReadCache {
         let previous = self.entries.get(&key).await;
         if let Some(c) = &previous {
             if now < c.fresh_until_ms {
-                metrics::counter!("frontdesk_proxy_requests_total", "outcome" => "hit")
+                crate::hot_counter!("frontdesk_proxy_requests_total", "outcome" => "hit")
                     .increment(1);
                 return relay(c.response.clone(), "HIT");
             }

@@ -30,6 +30,22 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
+/// A counter with fixed labels, registered once per call site and kept: for the
+/// per-request path, where looking the series up in the registry (hashing its labels)
+/// on every increment cost more than the increment. The recorder is installed first,
+/// so the kept handle is never a no-op.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! hot_counter {
+    ($name:literal $(, $k:literal => $v:literal)* $(,)?) => {{
+        static COUNTER: ::std::sync::OnceLock<::metrics::Counter> = ::std::sync::OnceLock::new();
+        COUNTER.get_or_init(|| {
+            let _ = $crate::telemetry::prometheus();
+            ::metrics::counter!($name $(, $k => $v)*)
+        })
+    }};
+}
+
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Lines the log queue holds before new ones are dropped (and counted), unless

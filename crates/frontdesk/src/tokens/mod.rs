@@ -186,15 +186,18 @@ impl Verifier {
     }
 
     /// Verifies a session token: the session, or why not. Not instrumented with a span
-    /// of its own: it runs on every request, and the request span already carries the
-    /// request id (and, once known, the user id).
+    /// of its own: it runs on every request, and log lines already carry the request's
+    /// id (and, once known, the user id).
     pub async fn verify(&self, token: &str) -> Result<Session, TokenError> {
         let outcome = self.verify_uncounted(token).await;
-        let result = match &outcome {
-            Ok(_) => "ok",
-            Err(e) => e.code(),
-        };
-        metrics::counter!("frontdesk_token_verifications_total", "result" => result).increment(1);
+        match &outcome {
+            Ok(_) => crate::hot_counter!("frontdesk_token_verifications_total", "result" => "ok")
+                .increment(1),
+            Err(e) => {
+                metrics::counter!("frontdesk_token_verifications_total", "result" => e.code())
+                    .increment(1)
+            }
+        }
         outcome
     }
 
@@ -246,7 +249,7 @@ impl Verifier {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
 
         if let Some(hit) = self.inner.verified.get(&digest) {
-            metrics::counter!("frontdesk_token_cache_total", "result" => "hit").increment(1);
+            crate::hot_counter!("frontdesk_token_cache_total", "result" => "hit").increment(1);
             let now = self.inner.clock.now_ms();
             if hit.session.expires_at_ms.saturating_add(cfg.skew_ms) <= now {
                 self.inner.verified.invalidate(&digest);

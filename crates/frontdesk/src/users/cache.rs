@@ -356,7 +356,7 @@ impl UserCache {
         if let Some(e) = &cached {
             if now < e.fresh_until_ms {
                 inner.counters.l1_hits.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!("frontdesk_user_cache_hits_total", "tier" => "l1").increment(1);
+                crate::hot_counter!("frontdesk_user_cache_hits_total", "tier" => "l1").increment(1);
                 return Ok(Lookup {
                     user: e.user.clone(),
                     source: Source::L1,
