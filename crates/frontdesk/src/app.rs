@@ -10,7 +10,6 @@ use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::clock::SharedClock;
 use crate::config::Config;
@@ -186,10 +185,9 @@ pub fn api_router(fd: &Frontdesk) -> Router {
     gateway::front_api(finish(router, "api", fd), &fd.gateway_state())
 }
 
-/// Layers shared by both listeners, outermost last: the console's counters, the body
-/// limit, and observation (request id, fields for log lines, time-out, JSON for every
-/// rejection, metrics, access record: `telemetry::observe`), with a JSON 404 for
-/// unknown paths. Each layer here is paid by every request: see BENCHMARKS.md "Edge
+/// The layer shared by both listeners: observation (request id, fields for log lines,
+/// body limit, time-out, JSON for every rejection, metrics, the console's counters,
+/// access record: `telemetry::observe`), with a JSON 404 for unknown paths. Each layer here is paid by every request: see BENCHMARKS.md "Edge
 /// overhead" before adding one.
 fn finish(router: Router, listener: &'static str, fd: &Frontdesk) -> Router {
     let router = router
@@ -211,13 +209,12 @@ fn finish(router: Router, listener: &'static str, fd: &Frontdesk) -> Router {
         config.access_log_sample,
         Duration::from_millis(config.http.request_timeout_ms),
     )
+    .max_body(config.max_body_bytes)
     .on_done(move |status, micros| vitals.count(listener, status, micros));
-    router
-        .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
-        .layer(middleware::from_fn_with_state(
-            std::sync::Arc::new(observe),
-            telemetry::observe,
-        ))
+    router.layer(middleware::from_fn_with_state(
+        std::sync::Arc::new(observe),
+        telemetry::observe,
+    ))
 }
 
 async fn not_found() -> Response {

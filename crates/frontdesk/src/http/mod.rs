@@ -167,10 +167,12 @@ pub async fn json_rejections(req: Request, next: Next) -> Response {
     json_errors(next.run(req).await)
 }
 
-/// The request time-out around `run`: 408 when the body had not fully arrived when
-/// time ran out, 504 when the handler had it and was still working. A request whose
-/// body is already complete (every GET) is not wrapped at all.
-pub async fn with_timeout<F, Fut>(limit: Duration, req: Request, run: F) -> Response
+/// The request's body limit and time-out around `run`. A body announced larger than
+/// `max_body` is refused at once (413 `body_too_large`); a chunked one is cut at the
+/// limit (the handler's extractor answers 413). When time runs out: 408 when the body
+/// had not fully arrived, 504 when the handler had it and was still working. A
+/// request whose body is already complete (every GET) is not wrapped at all.
+pub async fn guard<F, Fut>(limit: Duration, max_body: usize, req: Request, run: F) -> Response
 where
     F: FnOnce(Request) -> Fut,
     Fut: std::future::Future<Output = Response>,
@@ -178,13 +180,26 @@ where
     let done = if http_body::Body::is_end_stream(req.body()) {
         None
     } else {
+        let announced = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if announced.is_some_and(|n| n > max_body as u64) {
+            return Error::client(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "the body is too large",
+            )
+            .into_response();
+        }
         Some(Arc::new(AtomicBool::new(false)))
     };
     let req = match &done {
         None => req,
         Some(flag) => req.map(|body| {
             Body::new(Tracked {
-                inner: body,
+                inner: http_body_util::Limited::new(body, max_body),
                 done: flag.clone(),
             })
         }),
@@ -211,18 +226,20 @@ where
 
 /// A request body that records when it has been read to its end.
 struct Tracked {
-    inner: Body,
+    inner: http_body_util::Limited<Body>,
     done: Arc<AtomicBool>,
 }
 
 impl http_body::Body for Tracked {
     type Data = Bytes;
-    type Error = axum::Error;
+    /// Limited's own error, unwrapped: axum recognises a `LengthLimitError` (413) only
+    /// under at most two layers of wrapping.
+    type Error = axum::BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::BoxError>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         if matches!(polled, Poll::Ready(None)) || self.inner.is_end_stream() {
             self.done.store(true, Ordering::Relaxed);

@@ -1,6 +1,6 @@
 //! One request's observation: its id, its fields for log lines, its metrics and its
 //! access record, in one middleware (`observe`) that also applies the request
-//! time-out and turns non-JSON error answers into JSON (`crate::http`).
+//! body limit and time-out and turns non-JSON error answers into JSON (`crate::http`).
 //!
 //! What it costs per request, and why each piece is shaped so:
 //! - the request's fields live in a tokio task-local ([`RequestCtx`]) that log lines
@@ -115,6 +115,7 @@ pub struct Observe {
     access_log: bool,
     sample: f64,
     timeout: Duration,
+    max_body: usize,
     on_done: Option<Box<dyn Fn(u16, u64) + Send + Sync>>,
 }
 
@@ -127,8 +128,15 @@ impl Observe {
             access_log,
             sample: sample.clamp(0.0, 1.0),
             timeout,
+            max_body: usize::MAX,
             on_done: None,
         }
+    }
+
+    /// Largest request body, in bytes (see [`crate::http::guard`]).
+    pub fn max_body(mut self, bytes: usize) -> Self {
+        self.max_body = bytes;
+        self
     }
 
     /// Called with each answer's status and microseconds (the console's counters).
@@ -162,10 +170,9 @@ pub async fn observe(State(o): State<Arc<Observe>>, req: Request, next: Next) ->
         route: OnceLock::new(),
         user: OnceLock::new(),
     };
-    let timeout = o.timeout;
     let mut run = pin!(REQUEST.scope(
         ctx,
-        crate::http::with_timeout(timeout, req, move |req| next.run(req))
+        crate::http::guard(o.timeout, o.max_body, req, move |req| next.run(req))
     ));
     let response = (&mut run).await;
     let ctx = run.as_mut().take_value();
