@@ -16,7 +16,7 @@
 # Processes (all on 127.0.0.1, ports overridable with PORT_BASE):
 #   hello   frontdesk-bench hello: axum, Tokio multi-thread, GET / -> 200 "hello"  :BASE+1
 #   fd      frontdesk serve --dev, default configuration (log level info, access log
-#           on, JSON to stdout -> /dev/null)        edge :BASE+10, api :BASE+11, emulator :BASE+12
+#           on, JSON lines to stderr -> /dev/null; LOGS=file keeps them)        edge :BASE+10, api :BASE+11, emulator :BASE+12
 #   fdwarn  the same with FRONTDESK_LOG=warn (no access-log line)
 #                                                   edge :BASE+20, api :BASE+21, emulator :BASE+22
 # Both Frontdesk instances run in dev mode (embedded Clerk emulator, SQLite file in a
@@ -36,7 +36,7 @@
 # than one target; PERF_FREQ (default 499 Hz), PERF_CALLGRAPH (default dwarf,16384).
 # Symbols: release binaries keep their symbol table; for inlined frames and line
 # numbers build `cargo build --profile profiling -p frontdesk` and run with
-# FRONTDESK_BIN=target/profiling/frontdesk.
+# FRONTDESK_BIN=target/profiling/frontdesk and PERF_SCRIPT_ARGS=--inline (slow).
 set -euo pipefail
 
 RUNS=${RUNS:-3}
@@ -83,7 +83,8 @@ trap cleanup EXIT
 
 wait_http() { # url
   for _ in $(seq 1 300); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done
-  echo "no answer from $1" >&2; cat "$WORK"/*.err >&2 2>/dev/null || true; exit 1
+  echo "no answer from $1 (LOGS=file keeps Frontdesk's log in $WORK)" >&2
+  cat "$WORK"/*.err >&2 2>/dev/null || true; exit 1
 }
 
 # --- hello-world ---------------------------------------------------------------------
@@ -91,6 +92,9 @@ wait_http() { # url
 PIDS+=($!)
 
 # --- Frontdesk in dev mode: default logging, and FRONTDESK_LOG=warn --------------------
+# Frontdesk logs JSON to stderr: /dev/null by default (a file costs a write per line
+# and grows by ~30 MB per second of load); LOGS=file keeps them in $WORK/<name>.err.
+logfile() { if [ "${LOGS:-}" = file ]; then echo "$WORK/$1.err"; else echo /dev/null; fi; }
 start_fd() { # name edge api emulator [VAR=value...]
   local name=$1 edge=$2 api=$3 emu=$4; shift 4
   mkdir -p "$WORK/$name"
@@ -98,7 +102,7 @@ start_fd() { # name edge api emulator [VAR=value...]
     -u REDIS_URL -u FRONTDESK_LOG -u FRONTDESK_ACCESS_LOG -u FRONTDESK_LOG_FORMAT \
     FRONTDESK_EDGE_ADDR="127.0.0.1:$edge" FRONTDESK_API_ADDR="127.0.0.1:$api" \
     FRONTDESK_DEV__EMULATOR_ADDR="127.0.0.1:$emu" "$@" \
-    "$FD" serve --dev >/dev/null 2>"$WORK/$name.err") &
+    "$FD" serve --dev >/dev/null 2>"$(logfile "$name")") &
   PIDS+=($!)
   eval "PID_$name=$!"
 }
@@ -251,7 +255,9 @@ if [ -n "${PERF:-}" ]; then
       echo "perf record failed: $(cat "$WORK/perf.$k.err")" >&2; exit 1; }
     wait "$wrkpid" || true
     svg="$ROOT/docs/flamegraphs/edge-$k-$STAMP-$COMMIT.svg"
-    perf script -i "$WORK/perf.$k.data" 2>/dev/null | inferno-collapse-perf >"$WORK/perf.$k.folded"
+    # --no-inline: resolving inlined frames runs addr2line per address (minutes).
+    perf script ${PERF_SCRIPT_ARGS:---no-inline} -i "$WORK/perf.$k.data" 2>/dev/null \
+      | inferno-collapse-perf >"$WORK/perf.$k.folded"
     inferno-flamegraph --title "frontdesk $k, wrk -c$CONNS, $COMMIT, $STAMP (cpu-clock ${PERF_FREQ} Hz)" \
       <"$WORK/perf.$k.folded" >"$svg"
     echo
