@@ -50,7 +50,14 @@ BENCH=${BENCH_BIN:-$ROOT/target/release/frontdesk-bench}
 WORK=$(mktemp -d /tmp/bench-edge.XXXXXX)
 OUT=${OUT:-$WORK/results.tsv}
 HISTORY=${HISTORY:-$ROOT/bench-history.tsv}
-COMMIT=${COMMIT:-$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)}
+# The commit the figures are recorded under: HEAD, -dirty when tracked files differ
+# (the history file and flamegraphs aside). Override with COMMIT=... when the binaries
+# were built elsewhere.
+if [ -z "${COMMIT:-}" ]; then
+  COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+  git -C "$ROOT" diff --quiet HEAD -- . ':(exclude)bench-history.tsv' ':(exclude)docs/flamegraphs' \
+    2>/dev/null || COMMIT="$COMMIT-dirty"
+fi
 PERF_TARGETS=${PERF_TARGETS:-me}
 PERF_FREQ=${PERF_FREQ:-499}
 PERF_CALLGRAPH=${PERF_CALLGRAPH:-dwarf,16384}

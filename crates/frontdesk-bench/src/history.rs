@@ -70,17 +70,33 @@ pub fn append(path: &Path, done: &[Scenario], source: &str) -> anyhow::Result<us
     Ok(rows.len())
 }
 
-/// `git describe --always --dirty` of the working directory, or `unknown`.
+/// The short commit of the working directory, `-dirty` when tracked files differ from
+/// it (the history file and flamegraphs aside: recording them is not a change), or
+/// `unknown` outside git. `FRONTDESK_BENCH_COMMIT` overrides it.
 fn commit() -> String {
-    std::process::Command::new("git")
-        .args(["describe", "--always", "--dirty"])
-        .output()
-        .ok()
+    if let Ok(c) = std::env::var("FRONTDESK_BENCH_COMMIT") {
+        return c;
+    }
+    let git = |args: &[&str]| std::process::Command::new("git").args(args).output().ok();
+    let Some(head) = git(&["rev-parse", "--short", "HEAD"])
         .filter(|o| o.status.success())
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "unknown".into())
+    else {
+        return "unknown".into();
+    };
+    let dirty = git(&[
+        "diff",
+        "--quiet",
+        "HEAD",
+        "--",
+        ".",
+        ":(exclude)bench-history.tsv",
+        ":(exclude)docs/flamegraphs",
+    ])
+    .is_some_and(|o| !o.status.success());
+    if dirty { format!("{head}-dirty") } else { head }
 }
 
 /// Now as `YYYY-MM-DDTHH:MMZ` (UTC).
