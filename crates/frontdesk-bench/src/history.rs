@@ -45,8 +45,9 @@ pub fn append(path: &Path, done: &[Scenario], source: &str) -> anyhow::Result<us
         };
         for (k, m, _, _) in s.medians() {
             if keys.contains(&k.as_str()) && m.is_finite() {
+                let v = value(m);
                 rows.push(format!(
-                    "bench.{}.{k}\t{date}\t{commit}\t{m:.4}\t{source}",
+                    "bench.{}.{k}\t{date}\t{commit}\t{v}\t{source}",
                     s.name
                 ));
             }
@@ -68,6 +69,17 @@ pub fn append(path: &Path, done: &[Scenario], source: &str) -> anyhow::Result<us
         writeln!(f, "{r}")?;
     }
     Ok(rows.len())
+}
+
+/// Three significant-ish digits: 0.223, 45.1, 3703.
+fn value(v: f64) -> String {
+    if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else if v.abs() >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.3}")
+    }
 }
 
 /// The short commit of the working directory, `-dirty` when tracked files differ from
@@ -170,7 +182,7 @@ mod tests {
         let cols: Vec<&str> = lines[1].split('\t').collect();
         assert_eq!(cols.len(), 5);
         assert_eq!(cols[0], "bench.edge-me.me/hello rps ratio");
-        assert_eq!(cols[3], "0.5000");
+        assert_eq!(cols[3], "0.500");
         assert_eq!(cols[4], "test");
     }
 
