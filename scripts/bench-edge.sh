@@ -273,5 +273,13 @@ if [ -n "${PERF:-}" ]; then
     awk '{n=$NF; $NF=""; sub(/ $/,""); k=split($0,f,";"); self[f[k]]+=n; tot+=n}
       END{for (s in self) printf "%6.2f%%  %s\n", 100*self[s]/tot, s}' "$WORK/perf.$k.folded" \
       | sort -rn | head -20
+    echo "inclusive shares ($k; BENCHMARKS.md, 'Where the time goes'):"
+    for pat in '^<?tracing' 'tracing_subscriber::fmt::format::json|format_event' 'tcp_sendmsg' \
+      '^(malloc|_int_malloc|_int_free|cfree|malloc_consolidate)$' 'Auth::authenticate' \
+      'serde_json' '^<?metrics' 'moka' 'uuid|Uuid'; do
+      awk -v pat="$pat" '{n=$NF; $NF=""; sub(/ $/,""); k=split($0,f,";"); hit=0
+        for (i=1;i<=k;i++) if (f[i] ~ pat) { hit=1; break }
+        tot+=n; if (hit) s+=n } END { printf "%6.2f%%  %s\n", 100*s/tot, pat }' "$WORK/perf.$k.folded"
+    done
   done
 fi
