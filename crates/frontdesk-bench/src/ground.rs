@@ -209,8 +209,7 @@ impl Ground {
                 let addr = listener.local_addr()?;
                 let shutdown = CancellationToken::new();
                 let stop = shutdown.clone();
-                let app = axum::Router::new()
-                    .route("/", axum::routing::get(|| async { "Hello, World!" }));
+                let app = hello_router();
                 tokio::spawn(async move {
                     let _ = axum::serve(listener, app)
                         .with_graceful_shutdown(async move { stop.cancelled().await })
@@ -220,6 +219,13 @@ impl Ground {
             })
             .await?
     }
+}
+
+/// The hello-world baseline: `GET /` answers 200 `hello`, nothing else (no layers).
+/// Served in process by [`Ground::hello`] and as its own process by
+/// `frontdesk-bench hello` (scripts/bench-edge.sh).
+pub fn hello_router() -> axum::Router {
+    axum::Router::new().route("/", axum::routing::get(|| async { "hello" }))
 }
 
 pub struct Hello {

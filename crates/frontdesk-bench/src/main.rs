@@ -7,6 +7,8 @@
 //! `FRONTDESK_TEST_REDIS_URL`). Everything is on loopback, every run bounded in time.
 
 mod ground;
+mod hello;
+mod history;
 mod load;
 mod report;
 mod rng;
@@ -47,8 +49,14 @@ enum Logs {
 }
 
 #[derive(Debug, Parser)]
-#[command(version, about = "Frontdesk's benchmark harness (see BENCHMARKS.md)")]
+#[command(
+    version,
+    about = "Frontdesk's benchmark harness (see BENCHMARKS.md)",
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Scenarios to run, in order.
     #[arg(value_enum, default_values_t = [Which::All])]
     scenarios: Vec<Which>,
@@ -61,6 +69,10 @@ struct Cli {
     /// Writes every figure of every run, and the medians, as JSON.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Appends each scenario's headline medians to this history TSV (e.g.
+    /// `bench-history.tsv`; see BENCHMARKS.md, "History").
+    #[arg(long)]
+    history: Option<PathBuf>,
     /// Worker threads of the servers' runtime (Frontdesk, emulator, baseline).
     #[arg(long, default_value_t = 1)]
     server_threads: usize,
@@ -111,8 +123,31 @@ struct Cli {
     bulk_items: Option<usize>,
 }
 
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Serves the hello-world baseline (axum, `GET /` → 200 `hello`, no layers) until
+    /// killed, printing `hello ready: http://ADDR`: the reference of
+    /// scripts/bench-edge.sh.
+    Hello {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        addr: std::net::SocketAddr,
+        /// Worker threads (default: one per core, as `frontdesk serve`).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Hello { addr, threads }) = cli.command {
+        return match hello::serve(addr, threads) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("frontdesk-bench hello: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if cli.logs == Logs::Sink {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
@@ -316,6 +351,15 @@ async fn run_all(cli: &Cli, g: &Ground) -> anyhow::Result<bool> {
         std::fs::write(path, serde_json::to_vec_pretty(&doc)?)
             .with_context(|| format!("write {}", path.display()))?;
         println!("\nwrote {}", path.display());
+    }
+    if let Some(path) = &cli.history {
+        let source = format!(
+            "frontdesk-bench{} --runs {}",
+            if q { " --quick" } else { "" },
+            cli.runs
+        );
+        let n = history::append(path, &done, &source)?;
+        println!("appended {n} figures to {}", path.display());
     }
     Ok(ok)
 }

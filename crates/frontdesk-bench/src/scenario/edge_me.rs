@@ -24,7 +24,8 @@ pub struct Args {
 
 pub const ME: &str = "/_frontdesk/me";
 
-struct Hello(SocketAddr);
+/// `GET /` of the hello-world baseline; other edge scenarios measure it too.
+pub struct Hello(pub SocketAddr);
 
 impl Workload for Hello {
     type Meta = ();

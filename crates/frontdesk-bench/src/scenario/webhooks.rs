@@ -119,9 +119,22 @@ pub async fn run(g: &Ground, a: &Args, seed: u64) -> anyhow::Result<Report> {
         next: AtomicU64::new(0),
         run: seed,
     });
-    let run = load::drive(w, Spec::new(a.connections, super::secs(a.duration_s)), seed).await;
+    let spec = Spec::new(a.connections, super::secs(a.duration_s));
+    // The hello-world baseline at the same connections, in the same run, just before.
+    let hello = g.hello().await?;
+    let h = load::drive(Arc::new(super::edge_me::Hello(hello.addr)), spec, seed ^ 1).await;
+    drop(hello);
+    let run = load::drive(w, spec, seed).await;
     let all = run.total();
     r.add("accepted events/s", run.rps(), "events/s");
+    r.add("hello.rps", h.rps(), "req/s");
+    r.add("events/hello rps ratio", run.rps() / h.rps(), "x");
+    if h.total().ok == 0 {
+        r.fail(format!(
+            "hello-world baseline answered nothing: {:?}",
+            h.first_error
+        ));
+    }
     r.add("ack.p50", pct_us(&all.lat_ns, 50.0), "µs");
     r.add("ack.p99", pct_us(&all.lat_ns, 99.0), "µs");
     r.add("accepted", all.ok as f64, "events");
