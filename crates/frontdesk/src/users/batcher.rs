@@ -12,7 +12,9 @@
 //!   comes first. The latency is an EWMA kept here; `max_wait` caps that bound, and is
 //!   the bound until a call has been measured.
 //! - At most `max_in_flight` list calls per kind are in flight; past it, batches wait
-//!   for a slot (and fill up meanwhile).
+//!   for a slot (and fill up meanwhile). An id still queued after the upstream's
+//!   `queue_timeout_ms` is refused (`Busy`, a 503 with `Retry-After`), as a call that
+//!   waited that long for the budget would be.
 //!
 //! So a burst costs about one call per `max` ids plus the first, and a miss that
 //! arrives alone costs Clerk's latency and nothing more.
@@ -240,6 +242,7 @@ async fn run(
     stats: Arc<BatchStats>,
 ) {
     let label = kind.param();
+    let give_up = client.queue_timeout();
     let mut pending: VecDeque<Waiting> = VecDeque::new();
     // Each call answers its own waiters and returns Clerk's latency when it answered.
     let mut calls: JoinSet<Option<Duration>> = JoinSet::new();
@@ -256,6 +259,23 @@ async fn run(
             }
         }
         let now = Instant::now();
+        // An id queued past the upstream's queueing deadline is refused, as a call
+        // that waited that long for the budget would be (the budget spent, or calls
+        // slower than arrivals): the caller gets a 503 with Retry-After, not a wait
+        // without end.
+        while pending
+            .front()
+            .is_some_and(|w| now.saturating_duration_since(w.since) >= give_up)
+        {
+            if let Some(w) = pending.pop_front() {
+                drop(w.place);
+                metrics::counter!("frontdesk_user_batch_expired_total", "kind" => label)
+                    .increment(1);
+                let _ = w.reply.send(Err(UpstreamError::Busy {
+                    retry_after_ms: 1_000,
+                }));
+            }
+        }
         let situation = Situation {
             pending: pending.len(),
             oldest_waited: pending
@@ -283,7 +303,11 @@ async fn run(
         if !open && pending.is_empty() && calls.is_empty() {
             return;
         }
-        let deadline = timer.map(|t| now + t);
+        let expiry = pending.front().map(|w| w.since + give_up);
+        let deadline = match (timer.map(|t| now + t), expiry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         tokio::select! {
             Some(done) = calls.join_next(), if !calls.is_empty() => {
                 if let Ok(Some(took)) = done {

@@ -259,3 +259,38 @@ async fn one_hundred_fifty_cold_emails_with_one_call_in_flight_take_at_most_thre
     assert_eq!(upstream_calls(&emu), calls, "only list calls");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn look_ups_queued_past_the_queue_deadline_get_503_while_the_call_in_flight_still_answers() {
+    let (emu, running) = support::emulator(3).await;
+    let latch = Latch::before(&running).await;
+    let app = app_behind(&running, &latch, |c| {
+        c.cache.batch_max = 1;
+        c.cache.batch_max_in_flight = 1;
+        // The queued look-ups give up long before the call held at the latch (whose
+        // own time-out stays 60 s).
+        c.upstream.queue_timeout_ms = 300;
+    })
+    .await;
+    let ids: Vec<String> = (0..3).map(Emulator::seed_user_id).collect();
+    emu.reset();
+    let waiting = fire(
+        &app,
+        ids.iter().map(|id| format!("/v1/users/{id}")).collect(),
+    );
+    let two_refused = eventually(Duration::from_secs(30), || {
+        let done = waiting.iter().filter(|t| t.is_finished()).count();
+        async move { done == 2 }
+    })
+    .await;
+    assert!(two_refused, "the two queued look-ups were answered");
+    latch.open();
+    let mut statuses = Vec::new();
+    for t in waiting {
+        statuses.push(t.await.unwrap().0);
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses, vec![200, 503, 503]);
+    assert_eq!(list_calls(&emu), 1, "only the call in flight reached Clerk");
+    app.stop().await;
+}
