@@ -171,9 +171,10 @@ pub async fn drive<W: Workload>(workload: Arc<W>, spec: Spec, seed: u64) -> Run 
     }
 }
 
-type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+pub type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
-async fn connect(addr: SocketAddr) -> Result<Sender, String> {
+/// One keep-alive HTTP/1.1 connection (Nagle off), its driver on the current runtime.
+pub async fn connect(addr: SocketAddr) -> Result<Sender, String> {
     let stream = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect {addr}: {e}"))?;

@@ -226,6 +226,7 @@ async fn run_all(cli: &Cli, g: &Ground) -> anyhow::Result<bool> {
     let storm = cold_storm::Args {
         n: cli.storm_n.unwrap_or(if q { 100 } else { 1_000 }),
         latency_ms: cli.clerk_latency_ms,
+        lone: if q { 20 } else { 200 },
     };
     let hooks = webhooks::Args {
         users: 1_000,

@@ -396,10 +396,16 @@ pub struct CacheConfig {
     pub stale_if_error_ms: u64,
     /// How long "no such user" is remembered. `FRONTDESK_CACHE__NOT_FOUND_TTL_MS`.
     pub not_found_ttl_ms: u64,
-    /// Misses for different users are gathered into one list call until none has
-    /// arrived for this long. `FRONTDESK_CACHE__BATCH_WINDOW_MS`.
-    pub batch_window_ms: u64,
-    /// …but a batch waits at most this long after its first miss.
+    /// List calls in flight at once per kind of look-up (id, email, username). Misses
+    /// for different users go at once when no call is in flight; while one is, they
+    /// gather into the next call, sent when a call returns, at `batch_max` ids, or
+    /// when its oldest miss has waited `batch_wait_share` of Clerk's latency.
+    /// `FRONTDESK_CACHE__BATCH_MAX_IN_FLIGHT`.
+    pub batch_max_in_flight: usize,
+    /// How long a miss may wait in a held batch, as a share of Clerk's observed
+    /// list-call latency (an EWMA). `FRONTDESK_CACHE__BATCH_WAIT_SHARE`.
+    pub batch_wait_share: f64,
+    /// Cap of that wait in ms, and the wait before any list call has been timed.
     /// `FRONTDESK_CACHE__BATCH_MAX_WAIT_MS`.
     pub batch_max_wait_ms: u64,
     /// Ids per list call (Clerk accepts at most 100). `FRONTDESK_CACHE__BATCH_MAX`.
@@ -522,8 +528,9 @@ impl Default for Config {
                 stale_while_revalidate_ms: 60_000,
                 stale_if_error_ms: 3_600_000,
                 not_found_ttl_ms: 30_000,
-                batch_window_ms: 2,
-                batch_max_wait_ms: 10,
+                batch_max_in_flight: 2,
+                batch_wait_share: 0.5,
+                batch_max_wait_ms: 50,
                 batch_max: 100,
                 batch_queue_max: 10_000,
                 proxy_ttl_ms: 30_000,
@@ -795,6 +802,18 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "upstream.expected_instances",
                 reason: "must be at least 1".into(),
+            });
+        }
+        if self.cache.batch_max_in_flight == 0 {
+            return Err(ConfigError::Invalid {
+                key: "cache.batch_max_in_flight",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if !(0.0..=4.0).contains(&self.cache.batch_wait_share) {
+            return Err(ConfigError::Invalid {
+                key: "cache.batch_wait_share",
+                reason: "must be between 0 and 4".into(),
             });
         }
         if self.cache.batch_queue_max < self.cache.batch_max {

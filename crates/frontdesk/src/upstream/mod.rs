@@ -235,6 +235,12 @@ impl ClerkClient {
         })
     }
 
+    /// How long a caller may queue for the budget before it is refused (`Busy`); the
+    /// user batcher holds ids no longer than this either.
+    pub fn queue_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.queue_timeout_ms)
+    }
+
     /// The `Clerk-API-Version` sent when a request names none.
     pub fn api_version(&self) -> &str {
         &self.api_version

@@ -235,6 +235,10 @@ pub struct CacheStats {
     pub coalesced_waits: u64,
     pub batches: u64,
     pub batched_ids: u64,
+    /// Ids waiting in the batcher now (queued, or in a list call being sent).
+    pub batch_waiting: u64,
+    /// List calls by id in flight now.
+    pub batch_in_flight: u64,
     pub invalidations_sent: u64,
     pub invalidations_received: u64,
     pub alias_entries: u64,
@@ -247,6 +251,8 @@ pub struct CacheStats {
     pub alias_stale_dropped: u64,
     pub alias_batches: u64,
     pub alias_batched_values: u64,
+    /// Alias values waiting in the batchers now (queued, or in a list call being sent).
+    pub alias_batch_waiting: u64,
 }
 
 #[derive(Clone)]
@@ -300,10 +306,11 @@ impl UserCache {
             .build();
         let batch_stats = Arc::new(BatchStats::default());
         let alias_batch_stats = Arc::new(BatchStats::default());
-        let timing = batcher::BatchTiming {
-            window: Duration::from_millis(config.batch_window_ms),
-            max_wait: Duration::from_millis(config.batch_max_wait_ms),
+        let timing = batcher::Policy {
             max: config.batch_max,
+            max_in_flight: config.batch_max_in_flight,
+            wait_share: config.batch_wait_share,
+            max_wait: Duration::from_millis(config.batch_max_wait_ms),
             queue_max: config.batch_queue_max,
         };
         let batcher = batcher::spawn(client.clone(), Kind::Id, timing, batch_stats.clone());
@@ -936,6 +943,7 @@ impl UserCache {
             alias_stale_dropped: c.alias_stale_dropped.load(Ordering::Relaxed),
             alias_batches: self.0.alias_batch_stats.batches.load(Ordering::Relaxed),
             alias_batched_values: self.0.alias_batch_stats.ids.load(Ordering::Relaxed),
+            alias_batch_waiting: self.0.alias_batch_stats.waiting.load(Ordering::Relaxed),
             l1_entries: self.0.l1.entry_count(),
             l1_hits: c.l1_hits.load(Ordering::Relaxed),
             l1_misses: c.l1_misses.load(Ordering::Relaxed),
@@ -947,6 +955,8 @@ impl UserCache {
             coalesced_waits: c.coalesced.load(Ordering::Relaxed),
             batches: self.0.batch_stats.batches.load(Ordering::Relaxed),
             batched_ids: self.0.batch_stats.ids.load(Ordering::Relaxed),
+            batch_waiting: self.0.batch_stats.waiting.load(Ordering::Relaxed),
+            batch_in_flight: self.0.batch_stats.in_flight.load(Ordering::Relaxed),
             invalidations_sent: c.invalidations_sent.load(Ordering::Relaxed),
             invalidations_received: c.invalidations_received.load(Ordering::Relaxed),
         }

@@ -2,8 +2,8 @@
 //! Redis, then Clerk), and the native user API on the api listener.
 //!
 //! A look-up goes L1 → L2 → Clerk. Concurrent misses for one user share one load;
-//! loads for different users that arrive within `batch_window_ms` are gathered into
-//! `GET /v1/users?user_id=…` calls of at most 100 ids. "No such user" is cached briefly.
+//! loads for different users are gathered into `GET /v1/users?user_id=…` calls of at
+//! most 100 ids, held open while a call is in flight (`batcher.rs`). "No such user" is cached briefly.
 //! Past its TTL an entry is served while one refresh runs (stale-while-revalidate),
 //! and served for longer when Clerk fails or limits us (stale-if-error). Invalidation
 //! removes a user from L1 and L2 and reaches every instance's L1 over the bus.

@@ -12,6 +12,7 @@ mod support;
 mod aliases;
 mod api_auth;
 mod availability;
+mod batching;
 mod binary;
 mod bulk;
 mod config;
