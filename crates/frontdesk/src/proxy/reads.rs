@@ -17,6 +17,7 @@ use crate::clock::SharedClock;
 use crate::config::CacheConfig;
 use crate::singleflight::SingleFlight;
 use crate::upstream::{ClerkClient, UpstreamError, UpstreamRequest, UpstreamResponse};
+use crate::weigh;
 
 type FetchResult = Result<UpstreamResponse, UpstreamError>;
 use crate::users::{Alias, AliasKind, CachedUser, Source, UserCache};
@@ -44,7 +45,27 @@ impl ReadCache {
         );
         Self {
             entries: moka::future::Cache::builder()
-                .max_capacity(config.proxy_max_entries)
+                .max_capacity(config.proxy_budget_bytes())
+                .weigher(|k: &ReadKey, c: &Cached| {
+                    let r = &c.response;
+                    let headers: usize = r
+                        .headers
+                        .iter()
+                        .map(|(n, v)| n.as_str().len() + v.len() + 2 * weigh::ALLOC)
+                        .sum();
+                    weigh::weight(
+                        weigh::MOKA_ENTRY
+                            + std::mem::size_of::<ReadKey>()
+                            + std::mem::size_of::<Cached>()
+                            + weigh::opt_string(k.api_version.as_deref())
+                            + weigh::string(&k.namespace)
+                            + weigh::string(&k.path)
+                            + weigh::string(&k.query)
+                            + r.body.len()
+                            + weigh::ALLOC
+                            + headers,
+                    )
+                })
                 .time_to_live(retention)
                 .build(),
             versions: Mutex::new(HashMap::new()),

@@ -16,6 +16,7 @@ use crate::generations::Generations;
 use crate::redis_link::RedisLink;
 use crate::singleflight::{Flight, SingleFlight};
 use crate::upstream::{ClerkClient, Endpoint, UpstreamError};
+use crate::weigh;
 
 /// A Clerk user as cached: Clerk's JSON byte for byte (what the proxy answers) and the
 /// few fields Frontdesk reads itself.
@@ -138,6 +139,34 @@ impl CachedUser {
             .collect()
     }
 
+    /// Bytes this user holds in L1: Clerk's JSON, the parsed fields and the
+    /// allocations around them (see `weigh.rs`), for the L1 weigher.
+    pub fn heap_bytes(&self) -> usize {
+        let s = &self.summary;
+        let emails = if self.emails.is_empty() {
+            0
+        } else {
+            self.emails.len() * std::mem::size_of::<String>()
+                + weigh::ALLOC
+                + self.emails.iter().map(|e| weigh::string(e)).sum::<usize>()
+        };
+        // The `Arc` (two counts), the JSON's buffer (and a shared header once cloned).
+        std::mem::size_of::<Self>()
+            + 16
+            + weigh::ALLOC
+            + self.raw.len()
+            + weigh::ALLOC
+            + 32
+            + weigh::string(&s.id)
+            + weigh::opt_string(s.username.as_deref())
+            + weigh::opt_string(s.primary_email.as_deref())
+            + weigh::opt_string(s.first_name.as_deref())
+            + weigh::opt_string(s.last_name.as_deref())
+            + weigh::opt_string(s.image_url.as_deref())
+            + weigh::json(&s.public_metadata)
+            + emails
+    }
+
     pub fn has_alias(&self, alias: &Alias) -> bool {
         match alias.kind {
             AliasKind::Email => self
@@ -186,6 +215,26 @@ struct Entry {
     fresh_until_ms: u64,
 }
 
+/// L1's weigher: bytes of the key, the entry and the user, plus moka's own.
+fn entry_weight(key: &str, e: &Entry) -> u32 {
+    weigh::weight(
+        weigh::MOKA_ENTRY
+            + weigh::string(key)
+            + std::mem::size_of::<Entry>()
+            + e.user.as_ref().map_or(0, |u| u.heap_bytes()),
+    )
+}
+
+/// The alias index's weigher.
+fn alias_weight(key: &str, e: &AliasEntry) -> u32 {
+    weigh::weight(
+        weigh::MOKA_ENTRY
+            + weigh::string(key)
+            + std::mem::size_of::<AliasEntry>()
+            + weigh::opt_string(e.user_id.as_deref()),
+    )
+}
+
 type LoadResult = Result<(Entry, Source), UpstreamError>;
 type AliasLoadResult = Result<Option<Arc<CachedUser>>, UpstreamError>;
 
@@ -225,6 +274,10 @@ struct Counters {
 #[derive(Debug, Clone, Serialize)]
 pub struct CacheStats {
     pub l1_entries: u64,
+    /// Estimated bytes of L1's users (moka's weighted size; see `weigh.rs`).
+    pub l1_weighted_bytes: u64,
+    /// Estimated bytes of the alias index.
+    pub alias_weighted_bytes: u64,
     pub l1_hits: u64,
     pub l1_misses: u64,
     pub l2_hits: u64,
@@ -294,8 +347,13 @@ impl UserCache {
                     .stale_if_error_ms
                     .max(config.stale_while_revalidate_ms),
         );
+        // One byte budget for users and their alias index: a quarter for the index
+        // (about two aliases per user, each far smaller than the user).
+        let budget = config.l1_budget_bytes();
+        let alias_budget = (budget / 4).max(1);
         let l1 = moka::sync::Cache::builder()
-            .max_capacity(config.l1_max_users)
+            .max_capacity(budget.saturating_sub(alias_budget).max(1))
+            .weigher(|k: &String, e: &Entry| entry_weight(k, e))
             .time_to_live(retention)
             .build();
         let batch_stats = Arc::new(BatchStats::default());
@@ -320,7 +378,8 @@ impl UserCache {
             alias_batch_stats.clone(),
         );
         let aliases = moka::sync::Cache::builder()
-            .max_capacity(config.l1_max_users.saturating_mul(2))
+            .max_capacity(alias_budget)
+            .weigher(|k: &String, e: &AliasEntry| alias_weight(k, e))
             .time_to_live(retention)
             .build();
         Self(Arc::new(Inner {
@@ -922,11 +981,28 @@ impl UserCache {
         self.0.aliases.invalidate_all();
     }
 
+    /// Sets the gauges of L1's weighted bytes (users and aliases), read at scrape time.
+    pub fn record_gauges(&self) {
+        metrics::gauge!("frontdesk_cache_l1_weighted_bytes", "cache" => "users")
+            .set(self.0.l1.weighted_size() as f64);
+        metrics::gauge!("frontdesk_cache_l1_weighted_bytes", "cache" => "aliases")
+            .set(self.0.aliases.weighted_size() as f64);
+    }
+
+    /// Brings L1's entry count and weighted size up to date (moka applies inserts
+    /// and evictions in batches).
+    pub fn run_pending_tasks(&self) {
+        self.0.l1.run_pending_tasks();
+        self.0.aliases.run_pending_tasks();
+    }
+
     pub fn stats(&self) -> CacheStats {
         let c = &self.0.counters;
         self.0.l1.run_pending_tasks();
         self.0.aliases.run_pending_tasks();
         CacheStats {
+            l1_weighted_bytes: self.0.l1.weighted_size(),
+            alias_weighted_bytes: self.0.aliases.weighted_size(),
             alias_entries: self.0.aliases.entry_count(),
             alias_l1_hits: c.alias_l1_hits.load(Ordering::Relaxed),
             alias_l1_misses: c.alias_l1_misses.load(Ordering::Relaxed),
