@@ -226,7 +226,9 @@ async fn run_all(cli: &Cli, g: &Ground) -> anyhow::Result<bool> {
     };
 
     let memory_args = memory::Args {
-        users: cli.memory_users.unwrap_or(if q { 20_000 } else { 1_000_000 }),
+        users: cli
+            .memory_users
+            .unwrap_or(if q { 20_000 } else { 1_000_000 }),
         contexts: if q { 5_000 } else { 100_000 },
         cap_bytes: 32 * 1024 * 1024,
         cap_users: if q { 30_000 } else { 200_000 },

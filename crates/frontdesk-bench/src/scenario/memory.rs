@@ -361,7 +361,9 @@ async fn connections(g: &Ground, a: &Args, r: &mut Report) -> anyhow::Result<()>
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     let node = Node::spawn(&bin, Path::new(&dir), &env).await?;
-    let pid = node.pid().ok_or_else(|| anyhow!("frontdesk serve has no pid"))?;
+    let pid = node
+        .pid()
+        .ok_or_else(|| anyhow!("frontdesk serve has no pid"))?;
     // Warm the process (first requests allocate lazily) before the baseline.
     let warm = open_idle(node.edge, 64).await?;
     tokio::time::sleep(Duration::from_millis(300)).await;

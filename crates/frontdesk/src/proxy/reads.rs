@@ -318,13 +318,19 @@ pub async fn user_list_from_cache(users: &UserCache, query: &str) -> Option<Resp
     if descending {
         found.reverse();
     }
-    let mut body = Vec::with_capacity(found.iter().map(|u| u.raw.len() + 1).sum::<usize>() + 2);
+    let raws: Vec<Bytes> = found
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|u| u.raw())
+        .collect();
+    let mut body = Vec::with_capacity(raws.iter().map(|r| r.len() + 1).sum::<usize>() + 2);
     body.push(b'[');
-    for (i, u) in found.iter().skip(offset).take(limit).enumerate() {
+    for (i, raw) in raws.iter().enumerate() {
         if i > 0 {
             body.push(b',');
         }
-        body.extend_from_slice(&u.raw);
+        body.extend_from_slice(raw);
     }
     body.push(b']');
     let mut r = json_response(StatusCode::OK, Bytes::from(body));

@@ -72,7 +72,7 @@ pub fn render(user: &CachedUser, fields: Fields) -> Value {
             "first_name": s.first_name, "last_name": s.last_name,
             "image_url": s.image_url, "public_metadata": s.public_metadata,
         }),
-        Fields::Full => serde_json::from_slice(&user.raw).unwrap_or(Value::Null),
+        Fields::Full => serde_json::from_slice(&user.raw()).unwrap_or(Value::Null),
     }
 }
 
