@@ -21,6 +21,11 @@ pub const ALLOC: usize = 16;
 /// BENCHMARKS.md.
 pub const MOKA_ENTRY: usize = 200;
 
+/// What quick_cache keeps per entry beyond the key and value (inline in its slab):
+/// the slab links and state, the hash table's index slot, and a share of the ghost
+/// entries it remembers for admission.
+pub const QUICK_CACHE_ENTRY: usize = 32;
+
 /// A `BTreeMap` leaf node of `serde_json::Map` (11 slots of a `String` key and a
 /// `Value`), allocated whole even for one member.
 const MAP_NODE: usize = 8 + 11 * (24 + 32) + 8 + ALLOC;

@@ -309,14 +309,19 @@ fn entry_weight(key: &str, e: &Entry) -> u32 {
     )
 }
 
-/// The alias index's weigher.
-fn alias_weight(key: &str, e: &AliasEntry) -> u32 {
-    weigh::weight(
-        weigh::MOKA_ENTRY
-            + weigh::string(key)
+/// The alias index's weigher: the key, the entry (both inline in quick_cache's slab)
+/// and their strings.
+#[derive(Clone)]
+struct AliasWeigher;
+
+impl quick_cache::Weighter<String, AliasEntry> for AliasWeigher {
+    fn weight(&self, key: &String, e: &AliasEntry) -> u64 {
+        (weigh::QUICK_CACHE_ENTRY
+            + std::mem::size_of::<String>()
             + std::mem::size_of::<AliasEntry>()
-            + weigh::opt_string(e.user_id.as_deref()),
-    )
+            + weigh::string(key)
+            + weigh::opt_string(e.user_id.as_deref())) as u64
+    }
 }
 
 type LoadResult = Result<(Entry, Source), UpstreamError>;
@@ -405,7 +410,7 @@ struct Inner {
     counters: Counters,
     batch_stats: Arc<BatchStats>,
     /// The alias index (`alias:email:…`, `alias:username:…` → user id).
-    aliases: moka::sync::Cache<String, AliasEntry>,
+    aliases: quick_cache::sync::Cache<String, AliasEntry, AliasWeigher>,
     email_batcher: BatchQueue,
     username_batcher: BatchQueue,
     alias_inflight: SingleFlight<String, AliasLoadResult>,
@@ -461,11 +466,16 @@ impl UserCache {
             timing,
             alias_batch_stats.clone(),
         );
-        let aliases = moka::sync::Cache::builder()
-            .max_capacity(alias_budget)
-            .weigher(|k: &String, e: &AliasEntry| alias_weight(k, e))
-            .time_to_live(retention)
-            .build();
+        // quick_cache, not moka: a third of moka's bookkeeping per entry, and aliases
+        // are two entries per user. Freshness is judged on `clock` when read; what
+        // can no longer be served leaves by the size bound.
+        let aliases = quick_cache::sync::Cache::with_weighter(
+            usize::try_from(alias_budget / 160)
+                .unwrap_or(usize::MAX)
+                .max(16),
+            alias_budget,
+            AliasWeigher,
+        );
         Self(Arc::new(Inner {
             client,
             l1,
@@ -724,7 +734,7 @@ impl UserCache {
         match &lookup.user {
             Some(u) if u.has_alias(alias) => Ok(Some(lookup)),
             _ => {
-                self.0.aliases.invalidate(&alias.key());
+                self.0.aliases.remove(&alias.key());
                 self.0
                     .counters
                     .alias_stale_dropped
@@ -989,7 +999,7 @@ impl UserCache {
         inner.generations.bump_with(id, || inner.l1.invalidate(id));
         if let Some(u) = &old {
             for a in u.aliases() {
-                inner.aliases.invalidate(&a.key());
+                inner.aliases.remove(&a.key());
             }
         }
         old
@@ -1023,7 +1033,7 @@ impl UserCache {
             .flat_map(|o| o.aliases())
             .filter(|a| !user.has_alias(a))
             .map(|a| {
-                inner.aliases.invalidate(&a.key());
+                inner.aliases.remove(&a.key());
                 a.key()
             })
             .collect();
@@ -1062,7 +1072,7 @@ impl UserCache {
         self.0.epoch.fetch_add(1, Ordering::SeqCst);
         self.0.generations.bump_all();
         self.0.l1.invalidate_all();
-        self.0.aliases.invalidate_all();
+        self.0.aliases.clear();
     }
 
     /// Sets the gauges of L1's weighted bytes (users and aliases), read at scrape time.
@@ -1070,24 +1080,22 @@ impl UserCache {
         metrics::gauge!("frontdesk_cache_l1_weighted_bytes", "cache" => "users")
             .set(self.0.l1.weighted_size() as f64);
         metrics::gauge!("frontdesk_cache_l1_weighted_bytes", "cache" => "aliases")
-            .set(self.0.aliases.weighted_size() as f64);
+            .set(self.0.aliases.weight() as f64);
     }
 
     /// Brings L1's entry count and weighted size up to date (moka applies inserts
     /// and evictions in batches).
     pub fn run_pending_tasks(&self) {
         self.0.l1.run_pending_tasks();
-        self.0.aliases.run_pending_tasks();
     }
 
     pub fn stats(&self) -> CacheStats {
         let c = &self.0.counters;
         self.0.l1.run_pending_tasks();
-        self.0.aliases.run_pending_tasks();
         CacheStats {
             l1_weighted_bytes: self.0.l1.weighted_size(),
-            alias_weighted_bytes: self.0.aliases.weighted_size(),
-            alias_entries: self.0.aliases.entry_count(),
+            alias_weighted_bytes: self.0.aliases.weight(),
+            alias_entries: self.0.aliases.len() as u64,
             alias_l1_hits: c.alias_l1_hits.load(Ordering::Relaxed),
             alias_l1_misses: c.alias_l1_misses.load(Ordering::Relaxed),
             alias_l2_hits: c.alias_l2_hits.load(Ordering::Relaxed),
