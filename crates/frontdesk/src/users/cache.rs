@@ -24,8 +24,9 @@ use crate::weigh;
 pub struct CachedUser {
     raw: Json,
     pub summary: UserSummary,
-    /// Every email address of the user (Clerk's `email_address` filter matches any).
-    emails: Vec<String>,
+    /// The user's email addresses other than the primary one (Clerk's
+    /// `email_address` filter matches any); usually none, so usually no allocation.
+    other_emails: Vec<String>,
 }
 
 /// Clerk user objects in both key orders (Clerk's own, and the sorted one of
@@ -105,7 +106,6 @@ pub struct UserSummary {
     pub primary_email_verified: bool,
     pub first_name: Option<String>,
     pub last_name: Option<String>,
-    pub image_url: Option<String>,
     /// As Clerk sent it (`None`: absent or `null`): a parsed map would cost a tree
     /// node of over 600 bytes per user in L1; it is parsed where it is read.
     pub public_metadata: Option<Box<serde_json::value::RawValue>>,
@@ -122,8 +122,6 @@ struct ClerkUserIn {
     first_name: Option<String>,
     #[serde(default)]
     last_name: Option<String>,
-    #[serde(default)]
-    image_url: Option<String>,
     #[serde(default)]
     primary_email_address_id: Option<String>,
     #[serde(default)]
@@ -168,13 +166,14 @@ impl CachedUser {
             .or(u.email_addresses.first());
         let primary_email = primary.map(|e| e.email_address.clone());
         let primary_email_verified = primary.is_some_and(EmailIn::verified);
-        let emails = u
+        let other_emails = u
             .email_addresses
             .iter()
+            .filter(|e| Some(&e.email_address) != primary_email.as_ref())
             .map(|e| e.email_address.clone())
             .collect();
         Ok(Self {
-            emails,
+            other_emails,
             summary: UserSummary {
                 id: u.id,
                 username: u.username,
@@ -182,7 +181,6 @@ impl CachedUser {
                 primary_email_verified,
                 first_name: u.first_name,
                 last_name: u.last_name,
-                image_url: u.image_url,
                 public_metadata: u.public_metadata,
                 created_at: u.created_at,
                 updated_at: u.updated_at,
@@ -194,6 +192,28 @@ impl CachedUser {
     /// Clerk's JSON of the user, byte for byte as Clerk sent it.
     pub fn raw(&self) -> Bytes {
         self.raw.bytes()
+    }
+
+    /// `image_url`, read from Clerk's JSON when asked (`/v1/users` answers,
+    /// provisioning) rather than held twice: Clerk's image URLs are long.
+    pub fn image_url(&self) -> Option<String> {
+        #[derive(Deserialize)]
+        struct ImageOnly {
+            #[serde(default)]
+            image_url: Option<String>,
+        }
+        serde_json::from_slice::<ImageOnly>(&self.raw())
+            .ok()
+            .and_then(|u| u.image_url)
+    }
+
+    /// Every email address of the user, the primary first.
+    fn emails(&self) -> impl Iterator<Item = &str> {
+        self.summary
+            .primary_email
+            .as_deref()
+            .into_iter()
+            .chain(self.other_emails.iter().map(String::as_str))
     }
 
     /// `public_metadata`, parsed (`Null` when absent).
@@ -211,8 +231,7 @@ impl CachedUser {
 
     /// The aliases this user answers to: each email address and the username.
     pub fn aliases(&self) -> Vec<Alias> {
-        self.emails
-            .iter()
+        self.emails()
             .map(|e| Alias::of(AliasKind::Email, e))
             .chain(
                 self.summary
@@ -227,12 +246,16 @@ impl CachedUser {
     /// allocations around them (see `weigh.rs`), for the L1 weigher.
     pub fn heap_bytes(&self) -> usize {
         let s = &self.summary;
-        let emails = if self.emails.is_empty() {
+        let emails = if self.other_emails.is_empty() {
             0
         } else {
-            self.emails.len() * std::mem::size_of::<String>()
+            self.other_emails.len() * std::mem::size_of::<String>()
                 + weigh::ALLOC
-                + self.emails.iter().map(|e| weigh::string(e)).sum::<usize>()
+                + self
+                    .other_emails
+                    .iter()
+                    .map(|e| weigh::string(e))
+                    .sum::<usize>()
         };
         // The `Arc` (two counts) and the JSON.
         std::mem::size_of::<Self>()
@@ -244,7 +267,6 @@ impl CachedUser {
             + weigh::opt_string(s.primary_email.as_deref())
             + weigh::opt_string(s.first_name.as_deref())
             + weigh::opt_string(s.last_name.as_deref())
-            + weigh::opt_string(s.image_url.as_deref())
             + s.public_metadata
                 .as_deref()
                 .map_or(0, |m| weigh::string(m.get()))
@@ -254,8 +276,7 @@ impl CachedUser {
     pub fn has_alias(&self, alias: &Alias) -> bool {
         match alias.kind {
             AliasKind::Email => self
-                .emails
-                .iter()
+                .emails()
                 .any(|e| Alias::of(AliasKind::Email, e).value == alias.value),
             AliasKind::Username => self
                 .summary
