@@ -381,8 +381,9 @@ pub struct UpstreamConfig {
 pub struct CacheConfig {
     /// Bytes the in-process tier (L1) may hold: cached users (Clerk's JSON, the parsed
     /// fields, moka's bookkeeping) take three quarters, their email/username index a
-    /// quarter. A typical Clerk user weighs about 3 KiB, so the default holds about
-    /// 400,000 users. `FRONTDESK_CACHE__L1_MAX_BYTES`.
+    /// quarter. A typical Clerk user weighs about 1.8 KB with its aliases, so the
+    /// default (1.75 GiB) holds about a million users, the process then under 2 GiB
+    /// (BENCHMARKS.md, "Memory"). `FRONTDESK_CACHE__L1_MAX_BYTES`.
     pub l1_max_bytes: u64,
     /// Deprecated (L1 was bounded by entries before): when set, the budget is this
     /// many users of [`TYPICAL_USER_BYTES`] each and `l1_max_bytes` is ignored; a
@@ -430,9 +431,9 @@ pub struct CacheConfig {
 
 /// A typical cached Clerk user's weight in L1 (with its aliases), for the deprecated
 /// `cache.l1_max_users`: measured by `frontdesk-bench memory` (BENCHMARKS.md).
-pub const TYPICAL_USER_BYTES: u64 = 3 * 1024;
+pub const TYPICAL_USER_BYTES: u64 = 1_800;
 /// A typical context's weight, for the deprecated `context.l1_max_entries`.
-pub const TYPICAL_CONTEXT_BYTES: u64 = 2 * 1024;
+pub const TYPICAL_CONTEXT_BYTES: u64 = 3_600;
 /// A typical proxied read's weight, for the deprecated `cache.proxy_max_entries`.
 pub const TYPICAL_PROXY_READ_BYTES: u64 = 8 * 1024;
 
@@ -559,7 +560,7 @@ impl Default for Config {
                 backoff_max_ms: 2_000,
             },
             cache: CacheConfig {
-                l1_max_bytes: 1024 * 1024 * 1024,
+                l1_max_bytes: 1792 * 1024 * 1024,
                 l1_max_users: None,
                 user_ttl_ms: 300_000,
                 ttl_jitter: 0.1,

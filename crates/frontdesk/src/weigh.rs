@@ -16,15 +16,15 @@ pub const ALLOC: usize = 16;
 
 /// What moka keeps per entry beyond the key and value themselves: the key's `Arc`,
 /// the value entry and its `Arc`, the entry info, the access-order deque node and
-/// the hash table's bucket (with its load factor). Measured by
-/// `frontdesk-bench memory` (an entry of an empty value, minus the key): see
-/// BENCHMARKS.md.
-pub const MOKA_ENTRY: usize = 200;
+/// the hash table's bucket (with its load factor). Calibrated with
+/// `frontdesk-bench memory` so that the weighers' total meets the RSS measured per
+/// cached user and context (BENCHMARKS.md, "Memory").
+pub const MOKA_ENTRY: usize = 320;
 
 /// What quick_cache keeps per entry beyond the key and value (inline in its slab):
 /// the slab links and state, the hash table's index slot, and a share of the ghost
 /// entries it remembers for admission.
-pub const QUICK_CACHE_ENTRY: usize = 32;
+pub const QUICK_CACHE_ENTRY: usize = 48;
 
 /// A `BTreeMap` leaf node of `serde_json::Map` (11 slots of a `String` key and a
 /// `Value`), allocated whole even for one member.

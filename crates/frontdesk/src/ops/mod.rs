@@ -158,11 +158,13 @@ pub fn stats_value(state: &Frontdesk) -> Value {
             },
         })
     });
+    let (context_entries, context_bytes) = state.context().l1_size();
     json!({
         "instance_id": state.bus().instance_id(),
         "store": state.store().kind(),
         "redis": redis,
         "users": users,
+        "contexts": {"l1": {"entries": context_entries, "weighted_bytes": context_bytes}},
         "upstream": upstream,
         "rate_limits": {
             "backend": state.gateway().limiter().backend(),
