@@ -24,7 +24,7 @@ use serde_json::json;
 
 use crate::ground::Ground;
 use crate::report::{Report, Scenario};
-use crate::scenario::{bulk, cold_storm, edge_me, fleet, webhooks, zipf};
+use crate::scenario::{bulk, cold_storm, edge_me, fleet, memory, webhooks, zipf};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Which {
@@ -38,6 +38,8 @@ enum Which {
     Fleet,
     /// Not part of `all` (it runs ~100 s at Clerk's production limit).
     Bulk,
+    /// Bytes per cached user, context and idle connection (RSS); not part of `all`.
+    Memory,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -121,6 +123,12 @@ struct Cli {
     /// bulk: items of the job (10,000 by default; 1,000 with --quick).
     #[arg(long)]
     bulk_items: Option<usize>,
+    /// memory: users cached (1,000,000 by default; 20,000 with --quick).
+    #[arg(long)]
+    memory_users: Option<usize>,
+    /// memory: idle keep-alive connections (10,000 by default; 500 with --quick).
+    #[arg(long)]
+    memory_connections: Option<usize>,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -253,6 +261,18 @@ async fn run_all(cli: &Cli, g: &Ground) -> anyhow::Result<bool> {
         latency_ms: cli.clerk_latency_ms,
     };
 
+    let memory_args = memory::Args {
+        users: cli
+            .memory_users
+            .unwrap_or(if q { 20_000 } else { 1_000_000 }),
+        contexts: if q { 5_000 } else { 100_000 },
+        cap_bytes: 32 * 1024 * 1024,
+        cap_users: if q { 30_000 } else { 200_000 },
+        connections: cli
+            .memory_connections
+            .unwrap_or(if q { 500 } else { 10_000 }),
+    };
+
     let mut order: Vec<Which> = Vec::new();
     for w in &cli.scenarios {
         let expand: &[Which] = if *w == Which::All && q {
@@ -301,6 +321,7 @@ async fn run_all(cli: &Cli, g: &Ground) -> anyhow::Result<bool> {
             Which::Webhooks => "webhooks",
             Which::Fleet => "fleet",
             Which::Bulk => "bulk",
+            Which::Memory => "memory",
             Which::All => continue,
         };
         let mut s = Scenario {
@@ -318,6 +339,7 @@ async fn run_all(cli: &Cli, g: &Ground) -> anyhow::Result<bool> {
                 Which::Webhooks => webhooks::run(g, &hooks, seed).await,
                 Which::Fleet => fleet::run(g, &fleet, seed).await,
                 Which::Bulk => bulk::run(g, &bulk_args, seed).await,
+                Which::Memory => memory::run(g, &memory_args).await,
                 Which::All => continue,
             }
             .with_context(|| format!("scenario {name}"))?;

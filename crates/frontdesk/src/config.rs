@@ -322,8 +322,13 @@ pub struct ContextConfig {
     /// How long a resolved context (user + profile) is cached, in ms.
     /// `FRONTDESK_CONTEXT__TTL_MS`.
     pub ttl_ms: u64,
-    /// Context entries held in process. `FRONTDESK_CONTEXT__L1_MAX_ENTRIES`.
-    pub l1_max_entries: u64,
+    /// Bytes of contexts (local user and profile rows, the rendered `/me` members,
+    /// moka's bookkeeping) held in process. `FRONTDESK_CONTEXT__L1_MAX_BYTES`.
+    pub l1_max_bytes: u64,
+    /// Deprecated: when set, the budget is this many contexts of
+    /// [`TYPICAL_CONTEXT_BYTES`] each and `l1_max_bytes` is ignored. Set `l1_max_bytes`
+    /// instead. `FRONTDESK_CONTEXT__L1_MAX_ENTRIES`.
+    pub l1_max_entries: Option<u64>,
     /// App-defined fields of a new profile (a JSON object), e.g.
     /// `{"cohort": "neon", "goals": {"revenue": 16000}}`.
     /// `FRONTDESK_CONTEXT__PROFILE_DEFAULTS` (JSON).
@@ -381,8 +386,17 @@ pub struct UpstreamConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CacheConfig {
-    /// Users held in the in-process tier (L1). `FRONTDESK_CACHE__L1_MAX_USERS`.
-    pub l1_max_users: u64,
+    /// Bytes the in-process tier (L1) may hold: cached users (Clerk's JSON, the parsed
+    /// fields, moka's bookkeeping) take three quarters, their email/username index a
+    /// quarter. A typical Clerk user weighs about 1.8 KB with its aliases, so the
+    /// default (1.75 GiB) holds about a million users, the process then under 2 GiB
+    /// (BENCHMARKS.md, "Memory"). `FRONTDESK_CACHE__L1_MAX_BYTES`.
+    pub l1_max_bytes: u64,
+    /// Deprecated (L1 was bounded by entries before): when set, the budget is this
+    /// many users of [`TYPICAL_USER_BYTES`] each and `l1_max_bytes` is ignored; a
+    /// warning says so at start. Set `l1_max_bytes` instead.
+    /// `FRONTDESK_CACHE__L1_MAX_USERS`.
+    pub l1_max_users: Option<u64>,
     /// How long a cached user is fresh, in milliseconds. `FRONTDESK_CACHE__USER_TTL_MS`.
     pub user_ttl_ms: u64,
     /// Random spread added to each TTL, as a fraction of it (0.1: up to +10%), so
@@ -419,8 +433,47 @@ pub struct CacheConfig {
     pub proxy_ttl_ms: u64,
     /// Freshness of the proxied JWKS. `FRONTDESK_CACHE__JWKS_TTL_MS`.
     pub jwks_ttl_ms: u64,
-    /// Entries held by the proxy's read cache. `FRONTDESK_CACHE__PROXY_MAX_ENTRIES`.
-    pub proxy_max_entries: u64,
+    /// Bytes of answers (bodies, headers, keys) held by the proxy's read cache: list
+    /// answers can be hundreds of KiB each. `FRONTDESK_CACHE__PROXY_MAX_BYTES`.
+    pub proxy_max_bytes: u64,
+    /// Deprecated: when set, the read cache's budget is this many answers of
+    /// [`TYPICAL_PROXY_READ_BYTES`] each and `proxy_max_bytes` is ignored. Set
+    /// `proxy_max_bytes` instead. `FRONTDESK_CACHE__PROXY_MAX_ENTRIES`.
+    pub proxy_max_entries: Option<u64>,
+}
+
+/// A typical cached Clerk user's weight in L1 (with its aliases), for the deprecated
+/// `cache.l1_max_users`: measured by `frontdesk-bench memory` (BENCHMARKS.md).
+pub const TYPICAL_USER_BYTES: u64 = 1_800;
+/// A typical context's weight, for the deprecated `context.l1_max_entries`.
+pub const TYPICAL_CONTEXT_BYTES: u64 = 3_600;
+/// A typical proxied read's weight, for the deprecated `cache.proxy_max_entries`.
+pub const TYPICAL_PROXY_READ_BYTES: u64 = 8 * 1024;
+
+impl CacheConfig {
+    /// L1's byte budget (users and aliases): `l1_max_bytes`, or the deprecated
+    /// `l1_max_users` in typical users.
+    pub fn l1_budget_bytes(&self) -> u64 {
+        self.l1_max_users
+            .map_or(self.l1_max_bytes, |n| n.saturating_mul(TYPICAL_USER_BYTES))
+    }
+
+    /// The proxy read cache's byte budget.
+    pub fn proxy_budget_bytes(&self) -> u64 {
+        self.proxy_max_entries.map_or(self.proxy_max_bytes, |n| {
+            n.saturating_mul(TYPICAL_PROXY_READ_BYTES)
+        })
+    }
+}
+
+impl ContextConfig {
+    /// The context cache's byte budget: `l1_max_bytes`, or the deprecated
+    /// `l1_max_entries` in typical contexts.
+    pub fn l1_budget_bytes(&self) -> u64 {
+        self.l1_max_entries.map_or(self.l1_max_bytes, |n| {
+            n.saturating_mul(TYPICAL_CONTEXT_BYTES)
+        })
+    }
 }
 
 /// Clerk instance settings.
@@ -522,7 +575,8 @@ impl Default for Config {
                 backoff_max_ms: 2_000,
             },
             cache: CacheConfig {
-                l1_max_users: 100_000,
+                l1_max_bytes: 1792 * 1024 * 1024,
+                l1_max_users: None,
                 user_ttl_ms: 300_000,
                 ttl_jitter: 0.1,
                 stale_while_revalidate_ms: 60_000,
@@ -535,12 +589,14 @@ impl Default for Config {
                 batch_queue_max: 10_000,
                 proxy_ttl_ms: 30_000,
                 jwks_ttl_ms: 3_600_000,
-                proxy_max_entries: 10_000,
+                proxy_max_bytes: 64 * 1024 * 1024,
+                proxy_max_entries: None,
             },
             tokens: VerifierConfig::default(),
             context: ContextConfig {
                 ttl_ms: 300_000,
-                l1_max_entries: 100_000,
+                l1_max_bytes: 256 * 1024 * 1024,
+                l1_max_entries: None,
                 profile_defaults: serde_json::Value::Object(Default::default()),
                 default_role: "user".into(),
                 roles: vec!["admin".into(), "user".into()],
@@ -702,6 +758,7 @@ impl Config {
             .extract()
             .map_err(|e| ConfigError::Parse(e.to_string()))?;
         config.validate()?;
+        warnings.extend(config.deprecations());
         Ok((config, warnings))
     }
 
@@ -822,6 +879,21 @@ impl Config {
                 reason: "must be at least cache.batch_max".into(),
             });
         }
+        for (key, value) in [
+            ("cache.l1_max_bytes", Some(self.cache.l1_max_bytes)),
+            ("cache.l1_max_users", self.cache.l1_max_users),
+            ("cache.proxy_max_bytes", Some(self.cache.proxy_max_bytes)),
+            ("cache.proxy_max_entries", self.cache.proxy_max_entries),
+            ("context.l1_max_bytes", Some(self.context.l1_max_bytes)),
+            ("context.l1_max_entries", self.context.l1_max_entries),
+        ] {
+            if value == Some(0) {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: "must be at least 1 (a cache bound of 0 holds nothing)".into(),
+                });
+            }
+        }
         if !(0.0..=1.0).contains(&self.cache.ttl_jitter) {
             return Err(ConfigError::Invalid {
                 key: "cache.ttl_jitter",
@@ -884,6 +956,39 @@ impl Config {
             });
         }
         Ok(())
+    }
+
+    /// Warnings for deprecated keys that are set (each still works, read in bytes).
+    pub fn deprecations(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut note = |old: &str, new: &str, n: Option<u64>, each: u64| {
+            if let Some(n) = n {
+                out.push(format!(
+                    "{old} is deprecated: caches are bounded by bytes; read as {new} = {} \
+                     ({n} × {each} bytes), {new} itself ignored; set {new} instead",
+                    n.saturating_mul(each)
+                ));
+            }
+        };
+        note(
+            "cache.l1_max_users",
+            "cache.l1_max_bytes",
+            self.cache.l1_max_users,
+            TYPICAL_USER_BYTES,
+        );
+        note(
+            "cache.proxy_max_entries",
+            "cache.proxy_max_bytes",
+            self.cache.proxy_max_entries,
+            TYPICAL_PROXY_READ_BYTES,
+        );
+        note(
+            "context.l1_max_entries",
+            "context.l1_max_bytes",
+            self.context.l1_max_entries,
+            TYPICAL_CONTEXT_BYTES,
+        );
+        out
     }
 
     /// Whether real Clerk credentials are configured: the secret key (Backend API and

@@ -41,6 +41,7 @@ pub mod upstream;
 pub mod users;
 pub mod vitals;
 pub mod webhooks;
+pub mod weigh;
 
 pub use app::{App, Listeners, run};
 pub use config::Config;

@@ -63,7 +63,7 @@ const PROBE_EVERY: Duration = Duration::from_millis(5);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// `FRONTDESK_BIN`, else `frontdesk` next to this executable (`target/<profile>/`).
-fn frontdesk_bin() -> Option<PathBuf> {
+pub fn frontdesk_bin() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("FRONTDESK_BIN") {
         return Some(PathBuf::from(p));
     }
@@ -91,14 +91,18 @@ fn addr_of(url: &str) -> anyhow::Result<SocketAddr> {
 }
 
 /// One `frontdesk serve` process.
-struct Node {
+pub struct Node {
     child: Child,
-    edge: SocketAddr,
-    api: SocketAddr,
+    pub edge: SocketAddr,
+    pub api: SocketAddr,
 }
 
 impl Node {
-    async fn spawn(bin: &Path, dir: &Path, env: &[(String, String)]) -> anyhow::Result<Node> {
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    pub async fn spawn(bin: &Path, dir: &Path, env: &[(String, String)]) -> anyhow::Result<Node> {
         let mut cmd = Command::new(bin);
         for (k, _) in std::env::vars_os() {
             let inherited = k.to_str().is_some_and(|k| {
@@ -149,7 +153,7 @@ impl Node {
     }
 
     /// SIGTERM (graceful shutdown), SIGKILL after 10 s.
-    async fn stop(mut self) {
+    pub async fn stop(mut self) {
         if let Some(pid) = self.child.id() {
             let _ = signal(pid, "-TERM").await;
         }

@@ -4,6 +4,7 @@ pub mod bulk;
 pub mod cold_storm;
 pub mod edge_me;
 pub mod fleet;
+pub mod memory;
 pub mod webhooks;
 pub mod zipf;
 

@@ -28,6 +28,7 @@ use crate::redis_link::RedisLink;
 use crate::singleflight::{Flight, SingleFlight};
 use crate::store::{Ensured, LocalUser, Profile, Store};
 use crate::users::UserCache;
+use crate::weigh;
 
 /// A request's identity as the app sees it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -66,6 +67,28 @@ impl Context {
             profile,
             rendered: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Bytes this context holds in the cache: the rows' strings and profile data and
+    /// the rendered `/me` members (rendered now if they were not, since every
+    /// context served by `/me` holds them), for the L1 weigher (see `weigh.rs`).
+    pub fn heap_bytes(&self) -> usize {
+        let u = &self.user;
+        let p = &self.profile;
+        std::mem::size_of::<Self>()
+            + 16
+            + weigh::ALLOC
+            + weigh::string(&u.clerk_id)
+            + weigh::opt_string(u.email.as_deref())
+            + weigh::opt_string(u.name.as_deref())
+            + weigh::opt_string(u.image_url.as_deref())
+            + weigh::string(&u.role)
+            + weigh::opt_string(p.email.as_deref())
+            + weigh::opt_string(p.display_name.as_deref())
+            + weigh::json(&p.data)
+            // Rendered into a 512-byte buffer that grows by doubling.
+            + self.rendered().len().next_power_of_two().max(512)
+            + weigh::ALLOC
     }
 
     /// `"user":{…},"profile":{…}` (a JSON object's members, without braces).
@@ -141,7 +164,15 @@ impl ContextService {
         clock: SharedClock,
     ) -> Self {
         let l1 = moka::sync::Cache::builder()
-            .max_capacity(config.l1_max_entries)
+            .max_capacity(config.l1_budget_bytes())
+            .weigher(|k: &String, c: &Cached| {
+                weigh::weight(
+                    weigh::MOKA_ENTRY
+                        + weigh::string(k)
+                        + std::mem::size_of::<Cached>()
+                        + c.context.heap_bytes(),
+                )
+            })
             .time_to_live(Duration::from_millis(config.ttl_ms.max(1)))
             .build();
         Self(Arc::new(Inner {
@@ -406,6 +437,35 @@ return 0",
     pub fn clear_local(&self) {
         self.0.generations.bump_all();
         self.0.l1.invalidate_all();
+    }
+
+    /// Puts a complete context in L1 as a resolution would (warming, and
+    /// `frontdesk-bench memory`, which fills the cache without a store round trip
+    /// per user).
+    pub fn cache_local(&self, context: Arc<Context>) {
+        let inner = &self.0;
+        let clerk_id = context.user.clerk_id.clone();
+        let fresh_until_ms = inner.clock.now_ms() + inner.config.ttl_ms;
+        inner.l1.insert(
+            clerk_id,
+            Cached {
+                context,
+                fresh_until_ms,
+            },
+        );
+    }
+
+    /// L1's contexts and their estimated bytes (moka's weighted size), after
+    /// applying pending inserts and evictions.
+    pub fn l1_size(&self) -> (u64, u64) {
+        self.0.l1.run_pending_tasks();
+        (self.0.l1.entry_count(), self.0.l1.weighted_size())
+    }
+
+    /// Sets the gauge of the context cache's weighted bytes, read at scrape time.
+    pub fn record_gauges(&self) {
+        metrics::gauge!("frontdesk_cache_l1_weighted_bytes", "cache" => "contexts")
+            .set(self.0.l1.weighted_size() as f64);
     }
 }
 

@@ -65,8 +65,8 @@ pub fn upsert_from_clerk(user: &CachedUser, config: &ContextConfig) -> UserUpser
         clerk_id: s.id.clone(),
         email: s.primary_email.clone(),
         name,
-        image_url: s.image_url.clone(),
-        role: role_of(&s.id, verified_email, &s.public_metadata, config),
+        image_url: user.image_url(),
+        role: role_of(&s.id, verified_email, &user.public_metadata(), config),
         clerk_updated_at: s.updated_at,
         email_verified: s.primary_email_verified,
     }

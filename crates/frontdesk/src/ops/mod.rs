@@ -75,6 +75,11 @@ async fn readyz(State(state): State<Frontdesk>) -> Response {
 }
 
 async fn metrics_text(State(state): State<Frontdesk>) -> Response {
+    // Cache sizes are read when scraped rather than on every insert.
+    if let Some(users) = state.users() {
+        users.record_gauges();
+    }
+    state.context().record_gauges();
     match state.prometheus() {
         Some(handle) => (
             [(
@@ -128,7 +133,8 @@ pub fn stats_value(state: &Frontdesk) -> Value {
     });
     let users = cache.map(|s| {
         json!({
-            "l1": {"entries": s.l1_entries, "hits": s.l1_hits, "misses": s.l1_misses,
+            "l1": {"entries": s.l1_entries, "weighted_bytes": s.l1_weighted_bytes,
+                   "hits": s.l1_hits, "misses": s.l1_misses,
                    "hit_ratio": ratio(s.l1_hits, s.l1_misses)},
             "l2": {"status": redis, "hits": s.l2_hits, "misses": s.l2_misses, "errors": s.l2_errors,
                    "hit_ratio": ratio(s.l2_hits, s.l2_misses)},
@@ -140,6 +146,7 @@ pub fn stats_value(state: &Frontdesk) -> Value {
             "invalidations": {"sent": s.invalidations_sent, "received": s.invalidations_received},
             "aliases": {
                 "entries": s.alias_entries,
+                "weighted_bytes": s.alias_weighted_bytes,
                 "l1": {"hits": s.alias_l1_hits, "misses": s.alias_l1_misses,
                        "hit_ratio": ratio(s.alias_l1_hits, s.alias_l1_misses)},
                 "l2_hits": s.alias_l2_hits,
@@ -151,11 +158,13 @@ pub fn stats_value(state: &Frontdesk) -> Value {
             },
         })
     });
+    let (context_entries, context_bytes) = state.context().l1_size();
     json!({
         "instance_id": state.bus().instance_id(),
         "store": state.store().kind(),
         "redis": redis,
         "users": users,
+        "contexts": {"l1": {"entries": context_entries, "weighted_bytes": context_bytes}},
         "upstream": upstream,
         "rate_limits": {
             "backend": state.gateway().limiter().backend(),

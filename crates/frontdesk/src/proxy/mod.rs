@@ -247,7 +247,7 @@ async fn single_user(users: &UserCache, id: &str) -> Response {
     match users.get(id).await {
         Ok(lookup) => match lookup.user {
             Some(u) => {
-                let mut r = json_response(StatusCode::OK, u.raw.clone());
+                let mut r = json_response(StatusCode::OK, u.raw());
                 r.headers_mut()
                     .insert(X_CACHE, HeaderValue::from_static(lookup.source.x_cache()));
                 r

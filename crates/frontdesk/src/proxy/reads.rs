@@ -17,6 +17,7 @@ use crate::clock::SharedClock;
 use crate::config::CacheConfig;
 use crate::singleflight::SingleFlight;
 use crate::upstream::{ClerkClient, UpstreamError, UpstreamRequest, UpstreamResponse};
+use crate::weigh;
 
 type FetchResult = Result<UpstreamResponse, UpstreamError>;
 use crate::users::{Alias, AliasKind, CachedUser, Source, UserCache};
@@ -44,7 +45,27 @@ impl ReadCache {
         );
         Self {
             entries: moka::future::Cache::builder()
-                .max_capacity(config.proxy_max_entries)
+                .max_capacity(config.proxy_budget_bytes())
+                .weigher(|k: &ReadKey, c: &Cached| {
+                    let r = &c.response;
+                    let headers: usize = r
+                        .headers
+                        .iter()
+                        .map(|(n, v)| n.as_str().len() + v.len() + 2 * weigh::ALLOC)
+                        .sum();
+                    weigh::weight(
+                        weigh::MOKA_ENTRY
+                            + std::mem::size_of::<ReadKey>()
+                            + std::mem::size_of::<Cached>()
+                            + weigh::opt_string(k.api_version.as_deref())
+                            + weigh::string(&k.namespace)
+                            + weigh::string(&k.path)
+                            + weigh::string(&k.query)
+                            + r.body.len()
+                            + weigh::ALLOC
+                            + headers,
+                    )
+                })
                 .time_to_live(retention)
                 .build(),
             versions: Mutex::new(HashMap::new()),
@@ -297,13 +318,19 @@ pub async fn user_list_from_cache(users: &UserCache, query: &str) -> Option<Resp
     if descending {
         found.reverse();
     }
-    let mut body = Vec::with_capacity(found.iter().map(|u| u.raw.len() + 1).sum::<usize>() + 2);
+    let raws: Vec<Bytes> = found
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|u| u.raw())
+        .collect();
+    let mut body = Vec::with_capacity(raws.iter().map(|r| r.len() + 1).sum::<usize>() + 2);
     body.push(b'[');
-    for (i, u) in found.iter().skip(offset).take(limit).enumerate() {
+    for (i, raw) in raws.iter().enumerate() {
         if i > 0 {
             body.push(b',');
         }
-        body.extend_from_slice(&u.raw);
+        body.extend_from_slice(raw);
     }
     body.push(b']');
     let mut r = json_response(StatusCode::OK, Bytes::from(body));

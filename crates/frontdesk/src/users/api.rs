@@ -70,9 +70,9 @@ pub fn render(user: &CachedUser, fields: Fields) -> Value {
         Fields::Basic => json!({
             "id": s.id, "email": s.primary_email, "username": s.username,
             "first_name": s.first_name, "last_name": s.last_name,
-            "image_url": s.image_url, "public_metadata": s.public_metadata,
+            "image_url": user.image_url(), "public_metadata": s.public_metadata,
         }),
-        Fields::Full => serde_json::from_slice(&user.raw).unwrap_or(Value::Null),
+        Fields::Full => serde_json::from_slice(&user.raw()).unwrap_or(Value::Null),
     }
 }
 

@@ -16,15 +16,85 @@ use crate::generations::Generations;
 use crate::redis_link::RedisLink;
 use crate::singleflight::{Flight, SingleFlight};
 use crate::upstream::{ClerkClient, Endpoint, UpstreamError};
+use crate::weigh;
 
-/// A Clerk user as cached: Clerk's JSON byte for byte (what the proxy answers) and the
-/// few fields Frontdesk reads itself.
+/// A Clerk user as cached: Clerk's JSON byte for byte (what the proxy answers; held
+/// compressed, see [`Json`]) and the few fields Frontdesk reads itself.
 #[derive(Debug)]
 pub struct CachedUser {
-    pub raw: Bytes,
+    raw: Json,
     pub summary: UserSummary,
-    /// Every email address of the user (Clerk's `email_address` filter matches any).
-    emails: Vec<String>,
+    /// The user's email addresses other than the primary one (Clerk's
+    /// `email_address` filter matches any); usually none, so usually no allocation.
+    other_emails: Vec<String>,
+}
+
+/// Clerk user objects in both key orders (Clerk's own, and the sorted one of
+/// serialisers such as the emulator's): the dictionary L1 compresses users against,
+/// so their keys, enumerations and URL prefixes cost a back-reference, not bytes.
+static DICTIONARY: &[u8] = include_bytes!("user_dict.json");
+
+/// Clerk's JSON of a user as L1 holds it: LZ4 against [`DICTIONARY`] (about a
+/// quarter of the bytes for a typical user; decompressing one takes about a
+/// microsecond, on the proxy's and `fields=full` answers only), or as it came when
+/// that does not make it smaller.
+enum Json {
+    Plain(Bytes),
+    Lz4 { data: Box<[u8]>, len: u32 },
+}
+
+impl Json {
+    fn pack(raw: Bytes) -> Self {
+        let Ok(len) = u32::try_from(raw.len()) else {
+            return Self::Plain(raw);
+        };
+        let data = lz4_flex::block::compress_with_dict(&raw, DICTIONARY);
+        // Kept only if it reads back exactly, so reading it can never fail later.
+        let exact = lz4_flex::block::decompress_with_dict(&data, raw.len(), DICTIONARY)
+            .is_ok_and(|back| back == raw);
+        if exact && data.len() < raw.len() {
+            Self::Lz4 {
+                data: data.into_boxed_slice(),
+                len,
+            }
+        } else {
+            Self::Plain(raw)
+        }
+    }
+
+    fn bytes(&self) -> Bytes {
+        match self {
+            Self::Plain(b) => b.clone(),
+            Self::Lz4 { data, len } => {
+                match lz4_flex::block::decompress_with_dict(data, *len as usize, DICTIONARY) {
+                    Ok(v) => Bytes::from(v),
+                    // Checked when packed; unreachable short of memory corruption.
+                    Err(e) => {
+                        tracing::error!(error = %e, "cached user JSON does not decompress");
+                        Bytes::new()
+                    }
+                }
+            }
+        }
+    }
+
+    /// Bytes held on the heap for it.
+    fn heap_bytes(&self) -> usize {
+        match self {
+            // The buffer, and the shared header a clone adds.
+            Self::Plain(b) => b.len() + weigh::ALLOC + 32,
+            Self::Lz4 { data, .. } => data.len() + weigh::ALLOC,
+        }
+    }
+}
+
+impl std::fmt::Debug for Json {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Plain(b) => write!(f, "Json({} bytes)", b.len()),
+            Self::Lz4 { data, len } => write!(f, "Json({len} bytes in {})", data.len()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -36,8 +106,9 @@ pub struct UserSummary {
     pub primary_email_verified: bool,
     pub first_name: Option<String>,
     pub last_name: Option<String>,
-    pub image_url: Option<String>,
-    pub public_metadata: serde_json::Value,
+    /// As Clerk sent it (`None`: absent or `null`): a parsed map would cost a tree
+    /// node of over 600 bytes per user in L1; it is parsed where it is read.
+    pub public_metadata: Option<Box<serde_json::value::RawValue>>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -52,13 +123,11 @@ struct ClerkUserIn {
     #[serde(default)]
     last_name: Option<String>,
     #[serde(default)]
-    image_url: Option<String>,
-    #[serde(default)]
     primary_email_address_id: Option<String>,
     #[serde(default)]
     email_addresses: Vec<EmailIn>,
     #[serde(default)]
-    public_metadata: serde_json::Value,
+    public_metadata: Option<Box<serde_json::value::RawValue>>,
     #[serde(default)]
     created_at: i64,
     #[serde(default)]
@@ -97,13 +166,14 @@ impl CachedUser {
             .or(u.email_addresses.first());
         let primary_email = primary.map(|e| e.email_address.clone());
         let primary_email_verified = primary.is_some_and(EmailIn::verified);
-        let emails = u
+        let other_emails = u
             .email_addresses
             .iter()
+            .filter(|e| Some(&e.email_address) != primary_email.as_ref())
             .map(|e| e.email_address.clone())
             .collect();
         Ok(Self {
-            emails,
+            other_emails,
             summary: UserSummary {
                 id: u.id,
                 username: u.username,
@@ -111,13 +181,48 @@ impl CachedUser {
                 primary_email_verified,
                 first_name: u.first_name,
                 last_name: u.last_name,
-                image_url: u.image_url,
                 public_metadata: u.public_metadata,
                 created_at: u.created_at,
                 updated_at: u.updated_at,
             },
-            raw,
+            raw: Json::pack(raw),
         })
+    }
+
+    /// Clerk's JSON of the user, byte for byte as Clerk sent it.
+    pub fn raw(&self) -> Bytes {
+        self.raw.bytes()
+    }
+
+    /// `image_url`, read from Clerk's JSON when asked (`/v1/users` answers,
+    /// provisioning) rather than held twice: Clerk's image URLs are long.
+    pub fn image_url(&self) -> Option<String> {
+        #[derive(Deserialize)]
+        struct ImageOnly {
+            #[serde(default)]
+            image_url: Option<String>,
+        }
+        serde_json::from_slice::<ImageOnly>(&self.raw())
+            .ok()
+            .and_then(|u| u.image_url)
+    }
+
+    /// Every email address of the user, the primary first.
+    fn emails(&self) -> impl Iterator<Item = &str> {
+        self.summary
+            .primary_email
+            .as_deref()
+            .into_iter()
+            .chain(self.other_emails.iter().map(String::as_str))
+    }
+
+    /// `public_metadata`, parsed (`Null` when absent).
+    pub fn public_metadata(&self) -> serde_json::Value {
+        self.summary
+            .public_metadata
+            .as_deref()
+            .and_then(|m| serde_json::from_str(m.get()).ok())
+            .unwrap_or(serde_json::Value::Null)
     }
 
     pub fn id(&self) -> &str {
@@ -126,8 +231,7 @@ impl CachedUser {
 
     /// The aliases this user answers to: each email address and the username.
     pub fn aliases(&self) -> Vec<Alias> {
-        self.emails
-            .iter()
+        self.emails()
             .map(|e| Alias::of(AliasKind::Email, e))
             .chain(
                 self.summary
@@ -138,11 +242,41 @@ impl CachedUser {
             .collect()
     }
 
+    /// Bytes this user holds in L1: Clerk's JSON, the parsed fields and the
+    /// allocations around them (see `weigh.rs`), for the L1 weigher.
+    pub fn heap_bytes(&self) -> usize {
+        let s = &self.summary;
+        let emails = if self.other_emails.is_empty() {
+            0
+        } else {
+            self.other_emails.len() * std::mem::size_of::<String>()
+                + weigh::ALLOC
+                + self
+                    .other_emails
+                    .iter()
+                    .map(|e| weigh::string(e))
+                    .sum::<usize>()
+        };
+        // The `Arc` (two counts) and the JSON.
+        std::mem::size_of::<Self>()
+            + 16
+            + weigh::ALLOC
+            + self.raw.heap_bytes()
+            + weigh::string(&s.id)
+            + weigh::opt_string(s.username.as_deref())
+            + weigh::opt_string(s.primary_email.as_deref())
+            + weigh::opt_string(s.first_name.as_deref())
+            + weigh::opt_string(s.last_name.as_deref())
+            + s.public_metadata
+                .as_deref()
+                .map_or(0, |m| weigh::string(m.get()))
+            + emails
+    }
+
     pub fn has_alias(&self, alias: &Alias) -> bool {
         match alias.kind {
             AliasKind::Email => self
-                .emails
-                .iter()
+                .emails()
                 .any(|e| Alias::of(AliasKind::Email, e).value == alias.value),
             AliasKind::Username => self
                 .summary
@@ -186,6 +320,31 @@ struct Entry {
     fresh_until_ms: u64,
 }
 
+/// L1's weigher: bytes of the key, the entry and the user, plus moka's own.
+fn entry_weight(key: &str, e: &Entry) -> u32 {
+    weigh::weight(
+        weigh::MOKA_ENTRY
+            + weigh::string(key)
+            + std::mem::size_of::<Entry>()
+            + e.user.as_ref().map_or(0, |u| u.heap_bytes()),
+    )
+}
+
+/// The alias index's weigher: the key, the entry (both inline in quick_cache's slab)
+/// and their strings.
+#[derive(Clone)]
+struct AliasWeigher;
+
+impl quick_cache::Weighter<String, AliasEntry> for AliasWeigher {
+    fn weight(&self, key: &String, e: &AliasEntry) -> u64 {
+        (weigh::QUICK_CACHE_ENTRY
+            + std::mem::size_of::<String>()
+            + std::mem::size_of::<AliasEntry>()
+            + weigh::string(key)
+            + weigh::opt_string(e.user_id.as_deref())) as u64
+    }
+}
+
 type LoadResult = Result<(Entry, Source), UpstreamError>;
 type AliasLoadResult = Result<Option<Arc<CachedUser>>, UpstreamError>;
 
@@ -225,6 +384,10 @@ struct Counters {
 #[derive(Debug, Clone, Serialize)]
 pub struct CacheStats {
     pub l1_entries: u64,
+    /// Estimated bytes of L1's users (moka's weighted size; see `weigh.rs`).
+    pub l1_weighted_bytes: u64,
+    /// Estimated bytes of the alias index.
+    pub alias_weighted_bytes: u64,
     pub l1_hits: u64,
     pub l1_misses: u64,
     pub l2_hits: u64,
@@ -274,7 +437,7 @@ struct Inner {
     counters: Counters,
     batch_stats: Arc<BatchStats>,
     /// The alias index (`alias:email:…`, `alias:username:…` → user id).
-    aliases: moka::sync::Cache<String, AliasEntry>,
+    aliases: quick_cache::sync::Cache<String, AliasEntry, AliasWeigher>,
     email_batcher: BatchQueue,
     username_batcher: BatchQueue,
     alias_inflight: SingleFlight<String, AliasLoadResult>,
@@ -300,8 +463,13 @@ impl UserCache {
                     .stale_if_error_ms
                     .max(config.stale_while_revalidate_ms),
         );
+        // One byte budget for users and their alias index: a quarter for the index
+        // (about two aliases per user, each far smaller than the user).
+        let budget = config.l1_budget_bytes();
+        let alias_budget = (budget / 4).max(1);
         let l1 = moka::sync::Cache::builder()
-            .max_capacity(config.l1_max_users)
+            .max_capacity(budget.saturating_sub(alias_budget).max(1))
+            .weigher(|k: &String, e: &Entry| entry_weight(k, e))
             .time_to_live(retention)
             .build();
         let batch_stats = Arc::new(BatchStats::default());
@@ -326,10 +494,16 @@ impl UserCache {
             timing,
             alias_batch_stats.clone(),
         );
-        let aliases = moka::sync::Cache::builder()
-            .max_capacity(config.l1_max_users.saturating_mul(2))
-            .time_to_live(retention)
-            .build();
+        // quick_cache, not moka: a third of moka's bookkeeping per entry, and aliases
+        // are two entries per user. Freshness is judged on `clock` when read; what
+        // can no longer be served leaves by the size bound.
+        let aliases = quick_cache::sync::Cache::with_weighter(
+            usize::try_from(alias_budget / 160)
+                .unwrap_or(usize::MAX)
+                .max(16),
+            alias_budget,
+            AliasWeigher,
+        );
         Self(Arc::new(Inner {
             client,
             l1,
@@ -588,7 +762,7 @@ impl UserCache {
         match &lookup.user {
             Some(u) if u.has_alias(alias) => Ok(Some(lookup)),
             _ => {
-                self.0.aliases.invalidate(&alias.key());
+                self.0.aliases.remove(&alias.key());
                 self.0
                     .counters
                     .alias_stale_dropped
@@ -789,7 +963,7 @@ impl UserCache {
         let version = entry.user.as_ref().map_or(0, |u| u.summary.updated_at);
         let mut value = format!("v{version} {}\n", entry.fresh_until_ms).into_bytes();
         if let Some(u) = &entry.user {
-            value.extend_from_slice(&u.raw);
+            value.extend_from_slice(&u.raw());
         }
         let px = entry.fresh_until_ms.saturating_sub(now).max(1);
         let mut conn = redis.conn();
@@ -853,7 +1027,7 @@ impl UserCache {
         inner.generations.bump_with(id, || inner.l1.invalidate(id));
         if let Some(u) = &old {
             for a in u.aliases() {
-                inner.aliases.invalidate(&a.key());
+                inner.aliases.remove(&a.key());
             }
         }
         old
@@ -887,7 +1061,7 @@ impl UserCache {
             .flat_map(|o| o.aliases())
             .filter(|a| !user.has_alias(a))
             .map(|a| {
-                inner.aliases.invalidate(&a.key());
+                inner.aliases.remove(&a.key());
                 a.key()
             })
             .collect();
@@ -926,15 +1100,30 @@ impl UserCache {
         self.0.epoch.fetch_add(1, Ordering::SeqCst);
         self.0.generations.bump_all();
         self.0.l1.invalidate_all();
-        self.0.aliases.invalidate_all();
+        self.0.aliases.clear();
+    }
+
+    /// Sets the gauges of L1's weighted bytes (users and aliases), read at scrape time.
+    pub fn record_gauges(&self) {
+        metrics::gauge!("frontdesk_cache_l1_weighted_bytes", "cache" => "users")
+            .set(self.0.l1.weighted_size() as f64);
+        metrics::gauge!("frontdesk_cache_l1_weighted_bytes", "cache" => "aliases")
+            .set(self.0.aliases.weight() as f64);
+    }
+
+    /// Brings L1's entry count and weighted size up to date (moka applies inserts
+    /// and evictions in batches).
+    pub fn run_pending_tasks(&self) {
+        self.0.l1.run_pending_tasks();
     }
 
     pub fn stats(&self) -> CacheStats {
         let c = &self.0.counters;
         self.0.l1.run_pending_tasks();
-        self.0.aliases.run_pending_tasks();
         CacheStats {
-            alias_entries: self.0.aliases.entry_count(),
+            l1_weighted_bytes: self.0.l1.weighted_size(),
+            alias_weighted_bytes: self.0.aliases.weight(),
+            alias_entries: self.0.aliases.len() as u64,
             alias_l1_hits: c.alias_l1_hits.load(Ordering::Relaxed),
             alias_l1_misses: c.alias_l1_misses.load(Ordering::Relaxed),
             alias_l2_hits: c.alias_l2_hits.load(Ordering::Relaxed),

@@ -24,6 +24,7 @@ mod fleet_budget;
 mod gateway;
 mod http;
 mod live;
+mod memory;
 mod migrations;
 mod modules;
 mod ops;

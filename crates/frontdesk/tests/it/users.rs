@@ -49,7 +49,7 @@ async fn a_thousand_distinct_cold_users_are_gathered_into_list_calls() {
     for (id, r) in ids.iter().zip(&results) {
         let user = r.as_ref().unwrap().user.as_ref().expect("found");
         assert_eq!(user.id(), id);
-        let clerk: Value = serde_json::from_slice(&user.raw).unwrap();
+        let clerk: Value = serde_json::from_slice(&user.raw()).unwrap();
         assert_eq!(clerk["object"], "user");
     }
     let calls = upstream_calls(&emu);
