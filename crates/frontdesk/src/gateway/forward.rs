@@ -79,6 +79,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 }
 
 /// Where the request came from, as the forwarding headers tell the app.
+#[derive(Debug, Clone, Copy)]
 pub struct Origin {
     pub peer: IpAddr,
     pub peer_trusted: bool,

@@ -302,6 +302,14 @@ impl ResponseCache {
         self.policies.iter().find(|p| p.name == name)
     }
 
+    /// The request header policy `name` reads its tenant from, if it does.
+    pub fn tenant_header(&self, name: &str) -> Option<&HeaderName> {
+        match &self.policy(name)?.tenant {
+            TenantFrom::Header(h) => Some(h),
+            TenantFrom::Org | TenantFrom::User => None,
+        }
+    }
+
     /// Whether `resource` belongs to a configured policy.
     pub fn knows_resource(&self, resource: &str) -> bool {
         self.policies.iter().any(|p| p.resource == resource)
