@@ -492,11 +492,10 @@ impl ResponseCache {
 
     /// The tenant's and the `(tenant, resource)`'s version nonces.
     async fn versions(&self, tenant: &str, resource: &str) -> (Arc<str>, Arc<str>) {
-        let tk = key::tenant_version_key(tenant);
-        let rk = key::resource_version_key(tenant, resource);
+        let (rk, tenant_len) = key::version_keys(tenant, resource);
         let now = self.clock.now_ms();
-        let t = self.versions.get(&tk);
-        let r = self.versions.get(&rk);
+        let t = self.versions.get(&rk[..tenant_len]);
+        let r = self.versions.get(rk.as_str());
         let recent = |k: &Option<Known>| {
             k.as_ref()
                 .is_some_and(|k| now < k.checked_ms.saturating_add(self.recheck_ms))
@@ -504,6 +503,7 @@ impl ResponseCache {
         if let (true, true, Some(t), Some(r)) = (recent(&t), recent(&r), &t, &r) {
             return (t.nonce.clone(), r.nonce.clone());
         }
+        let tk = rk[..tenant_len].to_string();
         if let Some(redis) = self.redis.as_ref().filter(|r| r.is_up()) {
             let (tk_full, rk_full) = (redis.key(&tk), redis.key(&rk));
             // A queued delete of either key means Redis still holds the old nonce.
