@@ -452,11 +452,7 @@ impl ResponseCache {
                 ] {
                     headers.remove(h);
                 }
-                let e = Arc::new(Stored {
-                    stored_at_ms: self.clock.now_ms(),
-                    headers,
-                    body,
-                });
+                let e = Arc::new(Stored::new(self.clock.now_ms(), headers, body));
                 self.l1.insert(key.clone(), e.clone());
                 // Written before the flight answers (one round trip): an answer
                 // served as a MISS is in L2 for every other instance.
@@ -781,7 +777,8 @@ fn with_x_cache(mut r: Response, value: &'static str) -> Response {
 
 /// A stored answer with `X-Cache`, `Age` and the cache's own `Cache-Control`.
 fn serve(e: &Stored, policy: &Policy, now: u64, x_cache: &'static str, head: bool) -> Response {
-    let mut headers = e.headers.clone();
+    // Every header set here is already in the template (no growth, values replaced).
+    let mut headers = e.served_headers().clone();
     let age_s = now.saturating_sub(e.stored_at_ms) / 1000;
     let remaining_s = (e.stored_at_ms + policy.ttl_ms).saturating_sub(now) / 1000;
     let cc = format!(
@@ -793,7 +790,6 @@ fn serve(e: &Stored, policy: &Policy, now: u64, x_cache: &'static str, head: boo
     }
     headers.insert(header::AGE, HeaderValue::from(age_s));
     headers.insert(X_CACHE, HeaderValue::from_static(x_cache));
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(e.body.len()));
     let body = if head {
         Body::empty()
     } else {
