@@ -179,6 +179,11 @@ pub struct ProxyConfig {
     pub assertion_audience: String,
     /// `iss` of the assertion. `FRONTDESK_PROXY__ASSERTION_ISSUER`.
     pub assertion_issuer: String,
+    /// Bytes of identity headers and signed assertions kept for reuse: one per
+    /// (session token, context, method and path), reused for up to half the
+    /// assertion's lifetime instead of signing every request. `0`: sign every request.
+    /// `FRONTDESK_PROXY__ASSERTION_CACHE_BYTES`.
+    pub assertion_cache_bytes: u64,
     /// A `[[rate_limits]]` name guarding the api listener's `/clerk/v1/*`, one bucket
     /// per bearer key (its `key` setting is not used). `FRONTDESK_PROXY__CLERK_API_RATE_LIMIT`.
     pub clerk_api_rate_limit: Option<String>,
@@ -624,6 +629,7 @@ impl Default for Config {
                 assertion_key_file: None,
                 assertion_audience: "frontdesk-app".into(),
                 assertion_issuer: "frontdesk".into(),
+                assertion_cache_bytes: 16 * 1024 * 1024,
                 clerk_api_rate_limit: None,
             },
             routes: Vec::new(),

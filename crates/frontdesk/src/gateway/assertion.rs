@@ -14,6 +14,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use aws_lc_rs::signature::Ed25519KeyPair;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -32,8 +33,12 @@ const PUBLISHED_FOR_MS: u64 = 5 * 60 * 1000;
 const REFRESH_EVERY: Duration = Duration::from_secs(60);
 
 pub struct Signer {
-    key: EncodingKey,
-    header: Header,
+    /// The key pair, parsed once: parsing re-derives the public key (a scalar
+    /// multiplication as costly as the signature itself), which `jsonwebtoken::encode`
+    /// would do on every call.
+    pair: Ed25519KeyPair,
+    /// The JOSE header, base64url-encoded once (`alg`, `kid` and `typ` never change).
+    header_b64: String,
     kid: String,
     jwk: Value,
     issuer: String,
@@ -101,7 +106,7 @@ impl Signer {
                 (doc.as_ref().to_vec(), true)
             }
         };
-        let pair = aws_lc_rs::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(&pkcs8)
+        let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&pkcs8)
             .map_err(|_| "the assertion key is not a valid Ed25519 key".to_string())?;
         use aws_lc_rs::signature::KeyPair;
         let public = pair.public_key().as_ref().to_vec();
@@ -116,9 +121,11 @@ impl Signer {
         });
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(kid.clone());
+        let header_json = serde_json::to_vec(&header)
+            .map_err(|_| "cannot encode the assertion header".to_string())?;
         Ok(Self {
-            key: EncodingKey::from_ed_der(&pkcs8),
-            header,
+            pair,
+            header_b64: URL_SAFE_NO_PAD.encode(header_json),
             kid,
             jwk,
             issuer: issuer.to_string(),
@@ -135,14 +142,24 @@ impl Signer {
         &self.audience
     }
 
+    /// The compact JWS of `claims` (what `jsonwebtoken::encode` makes, without
+    /// re-parsing the key each time).
     pub fn sign(&self, claims: &Claims<'_>) -> Option<String> {
-        match jsonwebtoken::encode(&self.header, claims, &self.key) {
-            Ok(t) => Some(t),
+        let payload = match serde_json::to_vec(claims) {
+            Ok(p) => p,
             Err(e) => {
                 tracing::error!(error = %e, "cannot sign the assertion");
-                None
+                return None;
             }
-        }
+        };
+        let mut out = String::with_capacity(self.header_b64.len() + payload.len() * 4 / 3 + 96);
+        out.push_str(&self.header_b64);
+        out.push('.');
+        URL_SAFE_NO_PAD.encode_string(&payload, &mut out);
+        let signature = self.pair.sign(out.as_bytes());
+        out.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature.as_ref(), &mut out);
+        Some(out)
     }
 
     /// The JWKS: this key, plus every live key other instances published.

@@ -12,6 +12,7 @@
 pub mod assertion;
 pub mod client_ip;
 pub mod forward;
+pub mod identity;
 pub mod routes;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -35,9 +36,10 @@ use crate::ratelimit::{self, BucketKind, Decision, Limiter, Mode, Policy};
 use crate::redis_link::RedisLink;
 use crate::tokens::Session;
 
-use assertion::{Claims, Signer};
+use assertion::Signer;
 use client_ip::TrustedProxies;
 use forward::{HttpClient, Origin};
+use identity::{Identities, Subject};
 use routes::{Route, Upstream};
 
 /// What the gateway's layers and routes need: the gateway itself, the same `Auth` as
@@ -62,6 +64,8 @@ pub struct Gateway {
     client: HttpClient,
     trusted: TrustedProxies,
     signer: Arc<Signer>,
+    /// Identity headers and assertions already signed (`proxy.assertion_cache_bytes`).
+    identities: Identities,
     /// The policy guarding `/clerk/v1/*` on the api listener.
     clerk_api_policy: Option<usize>,
     sign_in_url: Option<String>,
@@ -201,6 +205,7 @@ impl Gateway {
             trusted: TrustedProxies::parse(&config.proxy.trusted_proxies)
                 .map_err(|e| anyhow::anyhow!("{e}"))?,
             signer: Arc::new(signer),
+            identities: Identities::new(config.proxy.assertion_cache_bytes),
             sign_in_url: config.proxy.sign_in_url.clone(),
             timeout: Duration::from_millis(config.proxy.timeout_ms),
         })
@@ -372,18 +377,17 @@ async fn handle(State(state): State<GatewayState>, mut req: Request, next: Next)
             Some(u) => u,
             None => return next.run(req).await,
         };
-        if let Some(id) = &identity {
-            let (method, path) = (req.method().clone(), req.uri().path().to_string());
-            add_identity(gw, method.as_str(), &path, id, req.headers_mut());
-        }
         let origin = Origin {
             peer,
             peer_trusted: gw.trusted.trusts(peer),
             client,
         };
-        forward::set_forwarding(req.headers_mut(), &origin);
         match route.cache.as_deref() {
             Some(policy) => {
+                // The identity headers (with their signature) and the forwarding
+                // headers are only for the app: a cache hit does without them. Unless
+                // the policy reads its tenant from one of them.
+                let identity = identity.map(Arc::new);
                 let who = crate::respcache::Who {
                     user_id: identity.as_ref().map(|i| i.session.user_id.as_str()),
                     org_id: identity
@@ -391,10 +395,43 @@ async fn handle(State(state): State<GatewayState>, mut req: Request, next: Next)
                         .and_then(|i| i.session.org.as_ref())
                         .map(|o| o.id.as_str()),
                 };
-                let fetch = fetcher(gw, upstream);
+                let prepare = Prepare {
+                    gateway: state.gateway.clone(),
+                    identity: identity.clone(),
+                    origin,
+                };
+                if state
+                    .respcache
+                    .tenant_header(policy)
+                    .is_some_and(written_by_gateway)
+                {
+                    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+                    prepare.apply(req.headers_mut(), &method, &path);
+                }
+                let fetch = fetcher(gw, upstream, prepare);
                 state.respcache.handle(policy, who, req, fetch).await
             }
-            None => forward::forward(&gw.client, upstream, req, gw.timeout).await,
+            None => {
+                let (parts, body) = req.into_parts();
+                let mut parts = parts;
+                if let Some(id) = &identity {
+                    add_identity(
+                        gw,
+                        parts.method.as_str(),
+                        parts.uri.path(),
+                        id,
+                        &mut parts.headers,
+                    );
+                }
+                forward::set_forwarding(&mut parts.headers, &origin);
+                forward::forward(
+                    &gw.client,
+                    upstream,
+                    Request::from_parts(parts, body),
+                    gw.timeout,
+                )
+                .await
+            }
         }
     };
     metrics::counter!("frontdesk_gateway_requests_total", "status" => status_class(response.status()))
@@ -410,11 +447,43 @@ async fn handle(State(state): State<GatewayState>, mut req: Request, next: Next)
     response
 }
 
-/// Forwarding to `upstream` as the response cache calls it (from its own load task).
-fn fetcher(gw: &Gateway, upstream: &Upstream) -> crate::respcache::Fetch {
+/// What a request needs before it goes to the app: its identity headers (for a
+/// verified session) and the forwarding headers.
+#[derive(Clone)]
+struct Prepare {
+    gateway: Arc<Gateway>,
+    identity: Option<Arc<Identity>>,
+    origin: Origin,
+}
+
+impl Prepare {
+    fn apply(&self, headers: &mut HeaderMap, method: &http::Method, path: &str) {
+        if let Some(id) = &self.identity {
+            add_identity(&self.gateway, method.as_str(), path, id, headers);
+        }
+        forward::set_forwarding(headers, &self.origin);
+    }
+}
+
+/// Whether the gateway writes header `name` on the way to the app (so a cache policy
+/// reading its tenant from it must see the gateway's value, not the client's).
+fn written_by_gateway(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    n.starts_with(FRONTDESK_PREFIX)
+        || matches!(
+            n,
+            "forwarded" | "x-forwarded-for" | "x-forwarded-proto" | "x-forwarded-host"
+        )
+}
+
+/// Forwarding to `upstream` as the response cache calls it (from its own load task,
+/// only when the app is needed): identity and forwarding headers are added here.
+fn fetcher(gw: &Gateway, upstream: &Upstream, prepare: Prepare) -> crate::respcache::Fetch {
     let (client, upstream, timeout) = (gw.client.clone(), upstream.clone(), gw.timeout);
-    Arc::new(move |req| {
+    Arc::new(move |mut req: Request| {
         let (client, upstream) = (client.clone(), upstream.clone());
+        let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+        prepare.apply(req.headers_mut(), &method, &path);
         Box::pin(async move { forward::forward(&client, &upstream, req, timeout).await })
     })
 }
@@ -514,45 +583,24 @@ fn add_identity(gw: &Gateway, method: &str, path: &str, id: &Identity, headers: 
     let s = &id.session;
     let u = &id.context.user;
     let org = s.org.as_ref();
-    let mut set = |name: &'static str, value: &str| {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            headers.insert(HeaderName::from_static(name), v);
-        }
-    };
-    set("x-frontdesk-user-id", &s.user_id);
-    set("x-frontdesk-local-user-id", &u.id.to_string());
-    if let Some(e) = &u.email {
-        set("x-frontdesk-email", e);
-    }
-    set("x-frontdesk-role", &u.role);
-    set("x-frontdesk-profile-id", &id.context.profile.id.to_string());
-    if let Some(sid) = &s.session_id {
-        set("x-frontdesk-session-id", sid);
-    }
-    if let Some(o) = org {
-        set("x-frontdesk-org-id", &o.id);
-        if let Some(r) = &o.role {
-            set("x-frontdesk-org-role", r);
-        }
-    }
-    let now = gw.limiter.now_s();
-    let claims = Claims {
-        iss: gw.signer.issuer(),
-        aud: gw.signer.audience(),
-        sub: &s.user_id,
-        iat: now,
-        exp: now + assertion::TTL_S,
-        sid: s.session_id.as_deref(),
-        uid: u.id,
+    let subject = Subject {
+        user_id: &s.user_id,
+        session_id: s.session_id.as_deref(),
+        token_exp_ms: s.expires_at_ms,
+        local_user_id: u.id,
+        profile_id: id.context.profile.id,
         role: &u.role,
         email: u.email.as_deref(),
         org_id: org.map(|o| o.id.as_str()),
         org_role: org.and_then(|o| o.role.as_deref()),
-        htm: method,
-        htu: path,
+        method,
+        path,
     };
-    if let Some(token) = gw.signer.sign(&claims) {
-        set("x-frontdesk-assertion", &token);
+    let signed = gw
+        .identities
+        .headers(&gw.signer, &subject, gw.limiter.now_s());
+    for (name, value) in &signed.headers {
+        headers.insert(name.clone(), value.clone());
     }
 }
 

@@ -5,8 +5,10 @@
 //! the body bytes. Header values cannot hold CR or LF, so the head parses back
 //! exactly; the body is whatever the app sent.
 
+use std::sync::OnceLock;
+
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 const MAGIC: &[u8] = b"fdrc1 ";
 
@@ -16,17 +18,46 @@ pub struct Stored {
     pub stored_at_ms: u64,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// `headers` plus every header a served answer sets (`Content-Length` final, the
+    /// others placeholders), made on first use: serving clones it and replaces values
+    /// in place, where inserting into a clone of `headers` would grow it every time.
+    pub served: OnceLock<HeaderMap>,
 }
 
 impl Stored {
     /// Bytes this entry holds, for the L1 weigher.
+    pub fn new(stored_at_ms: u64, headers: HeaderMap, body: Bytes) -> Self {
+        Self {
+            stored_at_ms,
+            headers,
+            body,
+            served: OnceLock::new(),
+        }
+    }
+
+    /// Bytes this entry holds, for the L1 weigher (its headers twice: `served`).
     pub fn weight(&self) -> u32 {
         let headers: usize = self
             .headers
             .iter()
             .map(|(k, v)| k.as_str().len() + v.len() + 4)
             .sum();
-        (self.body.len() + headers + 64).min(u32::MAX as usize) as u32
+        (self.body.len() + 2 * headers + 160).min(u32::MAX as usize) as u32
+    }
+
+    /// The headers of a served answer, before its per-request values are set.
+    pub fn served_headers(&self) -> &HeaderMap {
+        self.served.get_or_init(|| {
+            let mut h = HeaderMap::with_capacity(self.headers.len() + 4);
+            for (k, v) in &self.headers {
+                h.append(k.clone(), v.clone());
+            }
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(self.body.len()));
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
+            h.insert(header::AGE, HeaderValue::from_static("0"));
+            h.insert(super::X_CACHE, HeaderValue::from_static("HIT"));
+            h
+        })
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -67,11 +98,11 @@ impl Stored {
                 .unwrap_or(&line[colon + 1..]);
             headers.append(name, HeaderValue::from_bytes(value).ok()?);
         }
-        Some(Self {
+        Some(Self::new(
             stored_at_ms,
             headers,
-            body: Bytes::copy_from_slice(rest),
-        })
+            Bytes::copy_from_slice(rest),
+        ))
     }
 }
 
@@ -86,11 +117,11 @@ mod tests {
         headers.insert("content-type", HeaderValue::from_static("application/json"));
         headers.append("x-a", HeaderValue::from_static("1"));
         headers.append("x-a", HeaderValue::from_static(" two: 2"));
-        let s = Stored {
-            stored_at_ms: 1_700_000_000_123,
+        let s = Stored::new(
+            1_700_000_000_123,
             headers,
-            body: Bytes::from_static(b"\r\n\r\nbody\xff"),
-        };
+            Bytes::from_static(b"\r\n\r\nbody\xff"),
+        );
         let back = Stored::decode(&s.encode()).unwrap();
         assert_eq!(back.stored_at_ms, s.stored_at_ms);
         assert_eq!(back.headers, s.headers);

@@ -27,18 +27,44 @@ pub fn encode(part: &str) -> String {
     utf8_percent_encode(part, ENCODED).to_string()
 }
 
-fn tenant_prefix(tenant: &str) -> String {
-    format!("rc:{{{}}}:", encode(tenant))
+/// Appends `part`, percent-encoded: keys are built in one buffer, as they are made on
+/// every cached request.
+fn push_encoded(out: &mut String, part: &str) {
+    for chunk in utf8_percent_encode(part, ENCODED) {
+        out.push_str(chunk);
+    }
+}
+
+/// `rc:{<tenant>}:`, appended.
+fn push_tenant_prefix(out: &mut String, tenant: &str) {
+    out.push_str("rc:{");
+    push_encoded(out, tenant);
+    out.push_str("}:");
 }
 
 /// The key of a tenant's version nonce.
 pub fn tenant_version_key(tenant: &str) -> String {
-    format!("{}v", tenant_prefix(tenant))
+    let mut out = String::with_capacity(tenant.len() + 8);
+    push_tenant_prefix(&mut out, tenant);
+    out.push('v');
+    out
 }
 
 /// The key of a `(tenant, resource)` version nonce.
 pub fn resource_version_key(tenant: &str, resource: &str) -> String {
-    format!("{}v:{}", tenant_prefix(tenant), encode(resource))
+    version_keys(tenant, resource).0
+}
+
+/// The `(tenant, resource)` version key, and the length of its prefix that is the
+/// tenant's version key (`rc:{t}:v` + `:r`): both keys in one allocation.
+pub fn version_keys(tenant: &str, resource: &str) -> (String, usize) {
+    let mut out = String::with_capacity(tenant.len() + resource.len() + 10);
+    push_tenant_prefix(&mut out, tenant);
+    out.push('v');
+    let tenant_len = out.len();
+    out.push(':');
+    push_encoded(&mut out, resource);
+    (out, tenant_len)
 }
 
 /// What one cached answer is keyed by.
@@ -56,6 +82,7 @@ pub struct EntryParts<'a> {
 /// The key of one cached answer. The query is [normalised](crate::proxy::normalize_query)
 /// (decoded once, pairs sorted), so `b=2&a=1` and `a=1&b=2` share an entry.
 pub fn entry_key(p: EntryParts<'_>) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut h = Sha256::new();
     h.update((p.path.len() as u64).to_be_bytes());
     h.update(p.path.as_bytes());
@@ -67,18 +94,27 @@ pub fn entry_key(p: EntryParts<'_>) -> String {
         }
     }
     let digest = h.finalize();
-    let mut hex = String::with_capacity(64);
+    let mut out = String::with_capacity(
+        p.tenant.len()
+            + p.resource.len()
+            + p.tenant_version.len()
+            + p.resource_version.len()
+            + 64
+            + 16,
+    );
+    push_tenant_prefix(&mut out, p.tenant);
+    out.push_str("e:");
+    push_encoded(&mut out, p.resource);
+    out.push(':');
+    push_encoded(&mut out, p.tenant_version);
+    out.push('.');
+    push_encoded(&mut out, p.resource_version);
+    out.push(':');
     for b in digest.iter() {
-        hex.push_str(&format!("{b:02x}"));
+        out.push(HEX[usize::from(b >> 4)] as char);
+        out.push(HEX[usize::from(b & 0x0f)] as char);
     }
-    format!(
-        "{}e:{}:{}.{}:{}",
-        tenant_prefix(p.tenant),
-        encode(p.resource),
-        encode(p.tenant_version),
-        encode(p.resource_version),
-        hex
-    )
+    out
 }
 
 /// The tenant a key belongs to (decoded), read back from its hash tag.
@@ -121,5 +157,27 @@ mod tests {
         assert_ne!(a("org_1:e:x", "y"), a("org_1", "x:e:y"));
         assert_eq!(tenant_of_key(&a("o}:{p", "r")).unwrap(), "o}:{p");
         assert!(is_plain(&a("a{b}*?[", "x y")));
+    }
+
+    #[test]
+    fn keys_keep_their_layout() {
+        let k = entry_key(EntryParts {
+            tenant: "org:1",
+            resource: "in voices",
+            tenant_version: "00ff",
+            resource_version: "a.b",
+            path: "/x",
+            query: None,
+        });
+        let mut h = Sha256::new();
+        h.update(2u64.to_be_bytes());
+        h.update(b"/x");
+        h.update([0u8]);
+        let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(k, format!("rc:{{org%3A1}}:e:in%20voices:00ff.a.b:{hex}"));
+        let (rk, n) = version_keys("org:1", "in voices");
+        assert_eq!(rk, "rc:{org%3A1}:v:in%20voices");
+        assert_eq!(&rk[..n], tenant_version_key("org:1"));
+        assert_eq!(rk, resource_version_key("org:1", "in voices"));
     }
 }

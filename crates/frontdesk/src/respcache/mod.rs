@@ -302,6 +302,14 @@ impl ResponseCache {
         self.policies.iter().find(|p| p.name == name)
     }
 
+    /// The request header policy `name` reads its tenant from, if it does.
+    pub fn tenant_header(&self, name: &str) -> Option<&HeaderName> {
+        match &self.policy(name)?.tenant {
+            TenantFrom::Header(h) => Some(h),
+            TenantFrom::Org | TenantFrom::User => None,
+        }
+    }
+
     /// Whether `resource` belongs to a configured policy.
     pub fn knows_resource(&self, resource: &str) -> bool {
         self.policies.iter().any(|p| p.resource == resource)
@@ -444,11 +452,7 @@ impl ResponseCache {
                 ] {
                     headers.remove(h);
                 }
-                let e = Arc::new(Stored {
-                    stored_at_ms: self.clock.now_ms(),
-                    headers,
-                    body,
-                });
+                let e = Arc::new(Stored::new(self.clock.now_ms(), headers, body));
                 self.l1.insert(key.clone(), e.clone());
                 // Written before the flight answers (one round trip): an answer
                 // served as a MISS is in L2 for every other instance.
@@ -484,11 +488,10 @@ impl ResponseCache {
 
     /// The tenant's and the `(tenant, resource)`'s version nonces.
     async fn versions(&self, tenant: &str, resource: &str) -> (Arc<str>, Arc<str>) {
-        let tk = key::tenant_version_key(tenant);
-        let rk = key::resource_version_key(tenant, resource);
+        let (rk, tenant_len) = key::version_keys(tenant, resource);
         let now = self.clock.now_ms();
-        let t = self.versions.get(&tk);
-        let r = self.versions.get(&rk);
+        let t = self.versions.get(&rk[..tenant_len]);
+        let r = self.versions.get(rk.as_str());
         let recent = |k: &Option<Known>| {
             k.as_ref()
                 .is_some_and(|k| now < k.checked_ms.saturating_add(self.recheck_ms))
@@ -496,6 +499,7 @@ impl ResponseCache {
         if let (true, true, Some(t), Some(r)) = (recent(&t), recent(&r), &t, &r) {
             return (t.nonce.clone(), r.nonce.clone());
         }
+        let tk = rk[..tenant_len].to_string();
         if let Some(redis) = self.redis.as_ref().filter(|r| r.is_up()) {
             let (tk_full, rk_full) = (redis.key(&tk), redis.key(&rk));
             // A queued delete of either key means Redis still holds the old nonce.
@@ -773,7 +777,8 @@ fn with_x_cache(mut r: Response, value: &'static str) -> Response {
 
 /// A stored answer with `X-Cache`, `Age` and the cache's own `Cache-Control`.
 fn serve(e: &Stored, policy: &Policy, now: u64, x_cache: &'static str, head: bool) -> Response {
-    let mut headers = e.headers.clone();
+    // Every header set here is already in the template (no growth, values replaced).
+    let mut headers = e.served_headers().clone();
     let age_s = now.saturating_sub(e.stored_at_ms) / 1000;
     let remaining_s = (e.stored_at_ms + policy.ttl_ms).saturating_sub(now) / 1000;
     let cc = format!(
@@ -785,7 +790,6 @@ fn serve(e: &Stored, policy: &Policy, now: u64, x_cache: &'static str, head: boo
     }
     headers.insert(header::AGE, HeaderValue::from(age_s));
     headers.insert(X_CACHE, HeaderValue::from_static(x_cache));
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(e.body.len()));
     let body = if head {
         Body::empty()
     } else {

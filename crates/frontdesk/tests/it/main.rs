@@ -22,6 +22,7 @@ mod embed;
 mod fleet;
 mod fleet_budget;
 mod gateway;
+mod gateway_hot;
 mod http;
 mod live;
 mod memory;
