@@ -157,6 +157,12 @@ pub fn prometheus() -> Option<PrometheusHandle> {
                     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
                 ])
                 .ok()?
+                // Sizes, not seconds: ids per list call (at most 100).
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full("frontdesk_user_batch_size".into()),
+                    &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 75.0, 100.0],
+                )
+                .ok()?
                 .build_recorder();
             let handle = recorder.handle();
             metrics::set_global_recorder(recorder).ok()?;
