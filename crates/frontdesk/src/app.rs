@@ -187,8 +187,9 @@ pub fn api_router(fd: &Frontdesk) -> Router {
 
 /// The layer shared by both listeners: observation (request id, fields for log lines,
 /// body limit, time-out, JSON for every rejection, metrics, the console's counters,
-/// access record: `telemetry::observe`), with a JSON 404 for unknown paths. Each layer here is paid by every request: see BENCHMARKS.md "Edge
-/// overhead" before adding one.
+/// access record: `telemetry::observe`), with a JSON 404 for unknown paths. Every
+/// request pays for each layer here: see BENCHMARKS.md "Edge overhead" before adding
+/// one.
 fn finish(router: Router, listener: &'static str, fd: &Frontdesk) -> Router {
     let router = router
         .route_layer(telemetry::RouteLayer)

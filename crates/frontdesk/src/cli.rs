@@ -166,7 +166,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         telemetry::init_logging(
             crate::config::LogFormat::Pretty,
             "info",
-            telemetry::DEFAULT_LOG_QUEUE_LINES,
+            crate::config::DEFAULT_LOG_QUEUE_LINES,
         );
         return frontdesk_emulator::cli::run(args)
             .await

@@ -516,6 +516,9 @@ pub struct DevConfig {
     pub emulator_addr: SocketAddr,
 }
 
+/// Log lines the queue holds before new ones are dropped and counted.
+pub const DEFAULT_LOG_QUEUE_LINES: usize = 16_384;
+
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -547,7 +550,7 @@ impl Default for Config {
             log: "info".into(),
             access_log: true,
             access_log_sample: 1.0,
-            log_queue_lines: 16_384,
+            log_queue_lines: DEFAULT_LOG_QUEUE_LINES,
             shutdown_grace_ms: 10_000,
             max_body_bytes: 1024 * 1024,
             http: crate::http::HttpConfig::default(),

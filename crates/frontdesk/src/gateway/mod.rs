@@ -405,32 +405,14 @@ async fn handle(State(state): State<GatewayState>, mut req: Request, next: Next)
                     .tenant_header(policy)
                     .is_some_and(written_by_gateway)
                 {
-                    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
-                    prepare.apply(req.headers_mut(), &method, &path);
+                    req = prepare.apply(req);
                 }
                 let fetch = fetcher(gw, upstream, prepare);
                 state.respcache.handle(policy, who, req, fetch).await
             }
             None => {
-                let (parts, body) = req.into_parts();
-                let mut parts = parts;
-                if let Some(id) = &identity {
-                    add_identity(
-                        gw,
-                        parts.method.as_str(),
-                        parts.uri.path(),
-                        id,
-                        &mut parts.headers,
-                    );
-                }
-                forward::set_forwarding(&mut parts.headers, &origin);
-                forward::forward(
-                    &gw.client,
-                    upstream,
-                    Request::from_parts(parts, body),
-                    gw.timeout,
-                )
-                .await
+                let req = prepared(gw, identity.as_ref(), &origin, req);
+                forward::forward(&gw.client, upstream, req, gw.timeout).await
             }
         }
     };
@@ -457,12 +439,26 @@ struct Prepare {
 }
 
 impl Prepare {
-    fn apply(&self, headers: &mut HeaderMap, method: &http::Method, path: &str) {
-        if let Some(id) = &self.identity {
-            add_identity(&self.gateway, method.as_str(), path, id, headers);
-        }
-        forward::set_forwarding(headers, &self.origin);
+    fn apply(&self, req: Request) -> Request {
+        prepared(&self.gateway, self.identity.as_deref(), &self.origin, req)
     }
+}
+
+/// `req` with the identity headers (for a verified session) and the forwarding
+/// headers added: what only the app needs.
+fn prepared(gw: &Gateway, identity: Option<&Identity>, origin: &Origin, req: Request) -> Request {
+    let (mut parts, body) = req.into_parts();
+    if let Some(id) = identity {
+        add_identity(
+            gw,
+            parts.method.as_str(),
+            parts.uri.path(),
+            id,
+            &mut parts.headers,
+        );
+    }
+    forward::set_forwarding(&mut parts.headers, origin);
+    Request::from_parts(parts, body)
 }
 
 /// Whether the gateway writes header `name` on the way to the app (so a cache policy
@@ -480,10 +476,9 @@ fn written_by_gateway(name: &HeaderName) -> bool {
 /// only when the app is needed): identity and forwarding headers are added here.
 fn fetcher(gw: &Gateway, upstream: &Upstream, prepare: Prepare) -> crate::respcache::Fetch {
     let (client, upstream, timeout) = (gw.client.clone(), upstream.clone(), gw.timeout);
-    Arc::new(move |mut req: Request| {
+    Arc::new(move |req: Request| {
         let (client, upstream) = (client.clone(), upstream.clone());
-        let (method, path) = (req.method().clone(), req.uri().path().to_owned());
-        prepare.apply(req.headers_mut(), &method, &path);
+        let req = prepare.apply(req);
         Box::pin(async move { forward::forward(&client, &upstream, req, timeout).await })
     })
 }

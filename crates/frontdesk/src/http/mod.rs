@@ -25,7 +25,6 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -116,7 +115,7 @@ pub fn is_length_limit(e: &axum::Error) -> bool {
 }
 
 /// Marks a response whose body is someone else's (Clerk's, relayed by the proxy), so
-/// [`json_rejections`] leaves it byte-faithful.
+/// [`json_errors`] leaves it byte-faithful.
 #[derive(Debug, Clone, Copy)]
 pub struct Relayed;
 
@@ -160,11 +159,6 @@ pub fn json_errors(response: Response) -> Response {
             .insert(header::WWW_AUTHENTICATE, www_authenticate("unauthorized"));
     }
     response
-}
-
-/// [`json_errors`] as a middleware, for routers served without the observation layer.
-pub async fn json_rejections(req: Request, next: Next) -> Response {
-    json_errors(next.run(req).await)
 }
 
 /// The request's body limit and time-out around `run`. A body announced larger than

@@ -17,9 +17,7 @@ mod pipe;
 mod request;
 
 pub use pipe::{AccessRecord, LogPipe};
-pub use request::{
-    Observe, RequestId, RouteLayer, current_request_id, in_current_request, observe, record_user,
-};
+pub use request::{Observe, RouteLayer, in_current_request, observe, record_user};
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -47,10 +45,6 @@ macro_rules! hot_counter {
 }
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// Lines the log queue holds before new ones are dropped (and counted), unless
-/// configured (`FRONTDESK_LOG_QUEUE_LINES`).
-pub const DEFAULT_LOG_QUEUE_LINES: usize = 16_384;
 
 static PIPE: OnceLock<LogPipe> = OnceLock::new();
 

@@ -165,48 +165,87 @@ fn writer(rx: Receiver<Msg>, out: Box<dyn Write + Send>, format: LogFormat) {
     let _ = out.flush();
 }
 
+/// A request's fields as every log line written during it shows them: the access
+/// line here, and any other event (`request::WithRequest`).
+pub(crate) struct Fields<'a> {
+    pub id: &'a str,
+    pub listener: &'a str,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub user: Option<&'a str>,
+}
+
+impl Fields<'_> {
+    /// The JSON object under `request`.
+    pub(crate) fn json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(br#"{"request_id":"#);
+        json_str(out, self.id);
+        let _ = write!(
+            out,
+            r#","listener":"{}","method":"{}","path":"#,
+            self.listener, self.method
+        );
+        json_str(out, self.path);
+        if let Some(user) = self.user {
+            out.extend_from_slice(br#","user_id":"#);
+            json_str(out, user);
+        }
+        out.push(b'}');
+    }
+
+    /// The ` key=value` pairs of the pretty format.
+    pub(crate) fn pretty(&self, out: &mut Vec<u8>) {
+        let _ = write!(
+            out,
+            " request_id={} listener={} method={} path={}",
+            self.id,
+            self.listener,
+            self.method,
+            self.path.escape_debug(),
+        );
+        if let Some(user) = self.user {
+            let _ = write!(out, " user_id={user}");
+        }
+    }
+}
+
+impl AccessRecord {
+    fn fields(&self) -> Fields<'_> {
+        Fields {
+            id: self.request_id.to_str().unwrap_or("-"),
+            listener: self.listener,
+            method: self.method.as_str(),
+            path: &self.path,
+            user: self.user_id.as_deref(),
+        }
+    }
+}
+
 /// The same shape as the other JSON lines: event fields flat, the request's fields
 /// under `request`.
 pub(crate) fn json_line(r: &AccessRecord, out: &mut Vec<u8>) {
     let _ = write!(
         out,
-        r#"{{"timestamp":"{}","level":"{}","message":"request finished","status":{},"latency_us":{},"target":"frontdesk::access","request":{{"request_id":"#,
+        r#"{{"timestamp":"{}","level":"{}","message":"request finished","status":{},"latency_us":{},"target":"frontdesk::access","request":"#,
         humantime::format_rfc3339_micros(r.at),
         level_of(r.status),
         r.status,
         r.latency_us,
     );
-    json_str(out, r.request_id.to_str().unwrap_or("-"));
-    let _ = write!(
-        out,
-        r#","listener":"{}","method":"{}","path":"#,
-        r.listener,
-        r.method.as_str()
-    );
-    json_str(out, &r.path);
-    if let Some(user) = &r.user_id {
-        out.extend_from_slice(br#","user_id":"#);
-        json_str(out, user);
-    }
-    out.extend_from_slice(b"}}\n");
+    r.fields().json(out);
+    out.extend_from_slice(b"}\n");
 }
 
 fn pretty_line(r: &AccessRecord, out: &mut Vec<u8>) {
     let _ = write!(
         out,
-        "{} {:>5} request finished status={} latency_us={} request_id={} listener={} method={} path={}",
+        "{} {:>5} request finished status={} latency_us={}",
         humantime::format_rfc3339_micros(r.at),
         level_of(r.status),
         r.status,
         r.latency_us,
-        r.request_id.to_str().unwrap_or("-"),
-        r.listener,
-        r.method.as_str(),
-        r.path.escape_debug(),
     );
-    if let Some(user) = &r.user_id {
-        let _ = write!(out, " user_id={user}");
-    }
+    r.fields().pretty(out);
     out.push(b'\n');
 }
 

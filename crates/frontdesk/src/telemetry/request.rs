@@ -32,10 +32,11 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
+use super::pipe::Fields;
 use super::{AccessRecord, X_REQUEST_ID, log_pipe};
 
 /// What a log line written during a request says about it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RequestCtx {
     pub id: HeaderValue,
     pub listener: &'static str,
@@ -45,29 +46,20 @@ pub struct RequestCtx {
     user: OnceLock<Box<str>>,
 }
 
-impl Clone for RequestCtx {
-    fn clone(&self) -> Self {
-        Self {
-            id: self.id.clone(),
+impl RequestCtx {
+    fn fields(&self) -> Fields<'_> {
+        Fields {
+            id: self.id.to_str().unwrap_or("-"),
             listener: self.listener,
-            method: self.method.clone(),
-            path: self.path.clone(),
-            route: self.route.clone(),
-            user: self.user.clone(),
+            method: self.method.as_str(),
+            path: &self.path,
+            user: self.user.get().map(|u| &**u),
         }
     }
 }
 
 tokio::task_local! {
     static REQUEST: RequestCtx;
-}
-
-/// The id of the request being handled on this task, if any.
-#[derive(Debug, Clone)]
-pub struct RequestId(pub HeaderValue);
-
-pub fn current_request_id() -> Option<RequestId> {
-    REQUEST.try_with(|r| RequestId(r.id.clone())).ok()
 }
 
 /// Names the signed-in user in the request's log lines and access record.
@@ -387,43 +379,32 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> std::fmt::Result {
-        let fields = REQUEST.try_with(|r| {
-            (
-                r.id.to_str().unwrap_or("-").to_string(),
-                r.listener,
-                r.method.as_str().to_string(),
-                r.path.to_string(),
-                r.user.get().map(|u| u.to_string()),
-            )
-        });
-        let Ok((id, listener, method, path, user)) = fields else {
+        let mut fields = Vec::with_capacity(160);
+        let in_request = REQUEST
+            .try_with(|r| {
+                let f = r.fields();
+                if self.json {
+                    f.json(&mut fields);
+                } else {
+                    f.pretty(&mut fields);
+                }
+            })
+            .is_ok();
+        if !in_request {
             return self.inner.format_event(ctx, writer, event);
-        };
+        }
+        let fields = std::str::from_utf8(&fields).map_err(|_| std::fmt::Error)?;
         let mut line = String::new();
         self.inner
             .format_event(ctx, Writer::new(&mut line), event)?;
+        let line = line.trim_end();
         if self.json {
-            let Some(open) = line.trim_end().strip_suffix('}') else {
-                return writer.write_str(&line);
-            };
-            let mut request = serde_json::json!({
-                "request_id": id, "listener": listener, "method": method, "path": path,
-            });
-            if let Some(user) = user {
-                request["user_id"] = user.into();
+            match line.strip_suffix('}') {
+                Some(open) => writeln!(writer, "{open},\"request\":{fields}}}"),
+                None => writeln!(writer, "{line}"),
             }
-            writeln!(writer, "{open},\"request\":{request}}}")
         } else {
-            write!(
-                writer,
-                "{} request_id={id} listener={listener} method={method} path={}",
-                line.trim_end(),
-                path.escape_debug()
-            )?;
-            if let Some(user) = user {
-                write!(writer, " user_id={user}")?;
-            }
-            writeln!(writer)
+            writeln!(writer, "{line}{fields}")
         }
     }
 }

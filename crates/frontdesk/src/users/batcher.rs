@@ -291,11 +291,9 @@ async fn run(
         let timer = match policy.decide(situation) {
             Step::Send(n) => {
                 let batch: Vec<Waiting> = pending.drain(..n).collect();
-                record_batch(&stats, label, &batch, now, policy.max);
+                record_batch(&stats, label, &batch, now);
                 calls.spawn(dispatch(client.clone(), kind, batch));
-                stats.in_flight.store(calls.len() as u64, Ordering::Relaxed);
-                metrics::gauge!("frontdesk_user_batch_in_flight", "kind" => label)
-                    .set(calls.len() as f64);
+                set_in_flight(&stats, label, calls.len());
                 continue;
             }
             Step::Wait(timer) => timer,
@@ -318,9 +316,7 @@ async fn run(
                     }
                 }
                 freed = true;
-                stats.in_flight.store(calls.len() as u64, Ordering::Relaxed);
-                metrics::gauge!("frontdesk_user_batch_in_flight", "kind" => label)
-                    .set(calls.len() as f64);
+                set_in_flight(&stats, label, calls.len());
             }
             item = rx.recv(), if open => match item {
                 Some(w) => pending.push_back(w),
@@ -331,6 +327,12 @@ async fn run(
     }
 }
 
+/// List calls in flight now, in the stats and the gauge.
+fn set_in_flight(stats: &BatchStats, label: &'static str, n: usize) {
+    stats.in_flight.store(n as u64, Ordering::Relaxed);
+    metrics::gauge!("frontdesk_user_batch_in_flight", "kind" => label).set(n as f64);
+}
+
 /// Sleeps until `deadline`, or forever without one (another branch wakes the loop).
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
@@ -339,19 +341,10 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-fn record_batch(
-    stats: &BatchStats,
-    label: &'static str,
-    batch: &[Waiting],
-    now: Instant,
-    max: usize,
-) {
+fn record_batch(stats: &BatchStats, label: &'static str, batch: &[Waiting], now: Instant) {
     stats.batches.fetch_add(1, Ordering::Relaxed);
     stats.ids.fetch_add(batch.len() as u64, Ordering::Relaxed);
     metrics::histogram!("frontdesk_user_batch_size", "kind" => label).record(batch.len() as f64);
-    // The shared buckets are in seconds (≤ 10): the fill ratio fits them, a size does not.
-    metrics::histogram!("frontdesk_user_batch_fill_ratio", "kind" => label)
-        .record(batch.len() as f64 / max.clamp(1, 100) as f64);
     let waited = metrics::histogram!("frontdesk_user_batch_wait_seconds", "kind" => label);
     for w in batch {
         waited.record(now.saturating_duration_since(w.since).as_secs_f64());
