@@ -5,6 +5,12 @@
 //! need the same thing, so it lives here once. The load runs as its own task: it
 //! finishes, and leaves the in-flight map, even if every caller stops waiting, so a
 //! client that disconnects cannot leave a half-done load or a stuck entry behind.
+//!
+//! Callers check their cache and then ask for a load; between the two, the previous
+//! load of the key can fill the cache and leave the map, so a new load starts anyway.
+//! Every load here therefore writes its answer into the cache *before* it ends, and
+//! starts by reading the cache again: it began after the previous load left the map,
+//! so it sees that load's answer, and a key costs one call however its callers arrive.
 
 use std::borrow::Borrow;
 use std::collections::HashMap;

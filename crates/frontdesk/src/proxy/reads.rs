@@ -19,7 +19,8 @@ use crate::singleflight::SingleFlight;
 use crate::upstream::{ClerkClient, UpstreamError, UpstreamRequest, UpstreamResponse};
 use crate::weigh;
 
-type FetchResult = Result<UpstreamResponse, UpstreamError>;
+/// A read's answer, and whether it came from the cache.
+type FetchResult = Result<(UpstreamResponse, bool), UpstreamError>;
 use crate::users::{Alias, AliasKind, CachedUser, Source, UserCache};
 
 #[derive(Clone)]
@@ -113,7 +114,6 @@ impl ReadCache {
         // The namespace comes from the validated path the caller parsed.
         key.namespace = ns.to_string();
         key.version = self.version(ns);
-        let ns = key.namespace.clone();
         let now = self.clock.now_ms();
         let previous = self.entries.get(&key).await;
         if let Some(c) = &previous {
@@ -138,27 +138,19 @@ impl ReadCache {
             api_version,
             ..UpstreamRequest::get(path_and_query)
         };
-        let version = key.version;
-        match self.fetch(client, &key, req).await {
-            Ok(resp) if resp.status == StatusCode::OK => {
-                // A write may have bumped the namespace while we fetched: do not
-                // cache an answer that may predate it.
-                if self.version(&ns) == version {
-                    self.entries
-                        .insert(
-                            key,
-                            Cached {
-                                response: resp.clone(),
-                                fresh_until_ms: self.clock.now_ms() + ttl,
-                            },
-                        )
-                        .await;
-                }
+        match self.fetch(client, key, req, ttl).await {
+            // The load this request just missed had filled the entry.
+            Ok((resp, true)) => {
+                crate::hot_counter!("frontdesk_proxy_requests_total", "outcome" => "hit")
+                    .increment(1);
+                relay(resp, "HIT")
+            }
+            Ok((resp, false)) if resp.status == StatusCode::OK => {
                 metrics::counter!("frontdesk_proxy_requests_total", "outcome" => "miss")
                     .increment(1);
                 relay(resp, "MISS")
             }
-            Ok(resp)
+            Ok((resp, _))
                 if resp.status.is_server_error()
                     || resp.status == StatusCode::TOO_MANY_REQUESTS =>
             {
@@ -167,7 +159,7 @@ impl ReadCache {
                     None => relay(resp, "MISS"),
                 }
             }
-            Ok(resp) => relay(resp, "MISS"),
+            Ok((resp, _)) => relay(resp, "MISS"),
             Err(e) => match self.stale(&previous, now) {
                 Some(c) => relay(c.response, "STALE"),
                 None => upstream_error_response(&e),
@@ -183,17 +175,43 @@ impl ReadCache {
         })
     }
 
-    /// One upstream call per key at a time; concurrent callers share its answer.
+    /// One upstream call per key at a time; concurrent callers share its answer, and
+    /// the call caches a 200 before it leaves the in-flight map. The flag says the
+    /// answer came from the cache: a caller can miss the entry just before the previous
+    /// call fills it and start this load after that call has left the map.
     async fn fetch(
-        &self,
+        self: &Arc<Self>,
         client: &Arc<ClerkClient>,
-        key: &ReadKey,
+        key: ReadKey,
         req: UpstreamRequest,
-    ) -> Result<UpstreamResponse, UpstreamError> {
+        ttl: u64,
+    ) -> FetchResult {
+        let this = self.clone();
         let client = client.clone();
-        let (flight, _) = self
-            .inflight
-            .load(key, move || async move { client.send(req).await });
+        let (flight, _) = self.inflight.load(&key.clone(), move || async move {
+            if let Some(c) = this.entries.get(&key).await
+                && this.clock.now_ms() < c.fresh_until_ms
+            {
+                return Ok((c.response, true));
+            }
+            let version = key.version;
+            let resp = client.send(req).await?;
+            // A write may have bumped the namespace while we fetched: do not cache an
+            // answer that may predate it.
+            if resp.status == StatusCode::OK && this.version(&key.namespace) == version {
+                let fresh_until_ms = this.clock.now_ms() + ttl;
+                this.entries
+                    .insert(
+                        key,
+                        Cached {
+                            response: resp.clone(),
+                            fresh_until_ms,
+                        },
+                    )
+                    .await;
+            }
+            Ok((resp, false))
+        });
         flight.await
     }
 }

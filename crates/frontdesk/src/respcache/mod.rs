@@ -428,6 +428,13 @@ impl ResponseCache {
         try_l2: bool,
     ) -> Loaded {
         if try_l2 {
+            // A caller can miss L1 just before the previous load of this key fills it
+            // and leaves the in-flight map, then start this load: that answer is here.
+            if let Some(e) = self.l1.get(&key)
+                && self.clock.now_ms() < e.stored_at_ms + policy.ttl_ms
+            {
+                return Loaded::Entry(e, false);
+            }
             if let Some(e) = self.l2_get(&key).await {
                 if self.clock.now_ms() < e.stored_at_ms + policy.ttl_ms + policy.swr_ms {
                     let e = Arc::new(e);
@@ -531,19 +538,21 @@ impl ResponseCache {
             }
         }
         // Without Redis: what this instance knows, else a nonce of its own (an unknown
-        // nonce only means misses).
+        // nonce only means misses). Concurrent first requests agree on one nonce (the
+        // first one in), or each would miss under a key of its own.
         let local = |k: &String, known: Option<Known>| -> Arc<str> {
             match known {
                 Some(k) => k.nonce,
                 None => {
-                    let n: Arc<str> = nonce().into();
+                    let mut n: Arc<str> = nonce().into();
                     let seen = self.generations.current(k);
                     let known = Known {
                         nonce: n.clone(),
                         checked_ms: 0,
                     };
-                    self.generations
-                        .if_unchanged(k, seen, || self.versions.insert(k.clone(), known));
+                    self.generations.if_unchanged(k, seen, || {
+                        n = self.versions.get_with(k.clone(), || known).nonce;
+                    });
                     n
                 }
             }

@@ -607,6 +607,15 @@ impl UserCache {
 
     async fn load_uncoalesced(&self, id: &str) -> LoadResult {
         let inner = &self.0;
+        // A caller can miss L1 just before the previous load of this id fills it and
+        // leaves the in-flight map, then start this load: that load's answer is
+        // already here. (A load writes L1 before it leaves the map, and this one began
+        // after that, so the check cannot miss it.)
+        if let Some(e) = inner.l1.get(id)
+            && inner.clock.now_ms() < e.fresh_until_ms
+        {
+            return Ok((e, Source::L1));
+        }
         let generation = inner.generations.current(id);
         if let Some(entry) = self.l2_get(id).await {
             let cached = inner.generations.if_unchanged(id, generation, || {
@@ -777,6 +786,25 @@ impl UserCache {
     async fn load_alias(&self, alias: &Alias) -> AliasLoadResult {
         let inner = &self.0;
         let epoch = inner.epoch.load(Ordering::SeqCst);
+        // As in `load_uncoalesced`: the previous load of this alias may have indexed
+        // its answer between the caller's miss and this load.
+        let now = inner.clock.now_ms();
+        if let Some(e) = inner.aliases.get(&alias.key())
+            && now < e.fresh_until_ms
+        {
+            match &e.user_id {
+                None if e.epoch == epoch => return Ok(None),
+                None => {}
+                Some(id) => {
+                    if let Some(u) = inner.l1.get(id).and_then(|entry| {
+                        (now < entry.fresh_until_ms).then_some(entry.user).flatten()
+                    }) && u.has_alias(alias)
+                    {
+                        return Ok(Some(u));
+                    }
+                }
+            }
+        }
         let queue = match alias.kind {
             AliasKind::Email => &inner.email_batcher,
             AliasKind::Username => &inner.username_batcher,

@@ -661,3 +661,42 @@ fn config_errors_name_the_policy() {
     c.routes = vec![cached("/api/*", RouteAuth::Optional, "nope")];
     frontdesk::respcache::validate(&c).unwrap();
 }
+
+/// Requests for one cold key that arrive while its load runs, or as it ends, make one
+/// request to the app: none starts a second load because it missed L1 an instant
+/// before the first load filled it. In process (no Redis, whose copy would hide it);
+/// worker threads and staggered arrivals make the interleaving happen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staggered_misses_of_one_key_make_one_upstream_request() {
+    const ROUNDS: usize = 200;
+    let (emu, running) = support::emulator(1).await;
+    let up = app().await;
+    let app = support::app_with(&running, None, clock(), |c| configure(c, &up)).await;
+    let t = token(&emu, &Emulator::seed_user_id(0), None);
+    for round in 0..ROUNDS {
+        // A query no earlier round used: a cold key each round.
+        let url = format!("{}/api/invoices?round={round}", app.edge);
+        let callers: Vec<_> = (0..6)
+            .map(|caller| {
+                let (http, url, t) = (app.http.clone(), url.clone(), t.clone());
+                tokio::spawn(async move {
+                    for _ in 0..fastrand::usize(0..caller * 40 + 1) {
+                        tokio::task::yield_now().await;
+                    }
+                    read(http.get(url).bearer_auth(t).send().await.unwrap()).await
+                })
+            })
+            .collect();
+        for c in callers {
+            let got = c.await.unwrap();
+            assert_eq!(got.status, 200);
+            assert!(
+                got.x_cache == "MISS" || got.x_cache == "HIT",
+                "{}",
+                got.x_cache
+            );
+        }
+        assert_eq!(up.hits("GET /api/invoices"), round + 1, "round {round}");
+    }
+    app.stop().await;
+}

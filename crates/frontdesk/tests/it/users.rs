@@ -642,3 +642,83 @@ async fn with_redis_stopped_lookups_keep_working_and_l2_returns_when_it_is_back(
     assert_eq!(upstream_calls(&emu), 0);
     app.stop().await;
 }
+
+/// Callers of one cold user that arrive while its load runs, or just after it ends,
+/// share that one load: none may start a second Clerk call because it missed the cache
+/// an instant before the first load filled it. Worker threads and staggered arrivals
+/// make that interleaving happen (it made a second call in CI before the fix).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staggered_callers_of_one_cold_user_make_one_call() {
+    const ROUNDS: usize = 1000;
+    let (emu, running) = support::emulator(ROUNDS).await;
+    // Clerk's budget for a test key (100 calls per 10 s) would pace the rounds.
+    let app = support::app_with(&running, None, clock::system(), |c| {
+        c.upstream.rate_limit_requests = 100_000;
+    })
+    .await;
+    let users = app.state.users().cloned().unwrap();
+    for round in 0..ROUNDS {
+        let id = Emulator::seed_user_id(round);
+        emu.reset();
+        let callers: Vec<_> = (0..6)
+            .map(|caller| {
+                let users = users.clone();
+                let id = id.clone();
+                tokio::spawn(async move {
+                    // Spread the arrivals across the load's lifetime.
+                    for _ in 0..fastrand::usize(0..caller * 40 + 1) {
+                        tokio::task::yield_now().await;
+                    }
+                    users.get(&id).await
+                })
+            })
+            .collect();
+        for c in callers {
+            let lookup = c.await.unwrap().unwrap();
+            assert_eq!(lookup.user.unwrap().id(), id);
+        }
+        assert_eq!(upstream_calls(&emu), 1, "round {round}: {:?}", emu.stats());
+    }
+    app.stop().await;
+}
+
+/// The same promise for the proxy's generic read cache: concurrent and back-to-back
+/// reads of one key make one call, even when one arrives as the call ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staggered_proxy_reads_of_one_key_make_one_call() {
+    const ROUNDS: usize = 300;
+    let (emu, running) = support::emulator(3).await;
+    // Clerk's budget for a test key (100 calls per 10 s) would pace the rounds.
+    let app = support::app_with(&running, None, clock::system(), |c| {
+        c.upstream.rate_limit_requests = 100_000;
+    })
+    .await;
+    let orgs = emu.org_ids();
+    let c = http();
+    for round in 0..ROUNDS {
+        emu.reset();
+        // A query no earlier round used: a cold key each round.
+        let url = format!(
+            "{}/clerk/v1/organizations/{}?round={round}",
+            app.api,
+            orgs[round % orgs.len()]
+        );
+        let callers: Vec<_> = (0..6)
+            .map(|caller| {
+                let c = c.clone();
+                let url = url.clone();
+                tokio::spawn(async move {
+                    for _ in 0..fastrand::usize(0..caller * 40 + 1) {
+                        tokio::task::yield_now().await;
+                    }
+                    c.get(url).bearer_auth(KEY).send().await.unwrap().status()
+                })
+            })
+            .collect();
+        for c in callers {
+            assert_eq!(c.await.unwrap(), 200);
+        }
+        assert_eq!(upstream_calls(&emu), 1, "round {round}: {:?}", emu.stats());
+    }
+    app.stop().await;
+}
