@@ -551,10 +551,8 @@ async fn websocket_upgrades_are_spliced() {
 async fn upstream_down_is_502_slow_is_504_and_app_statuses_pass() {
     let (_emu, running) = support::emulator(1).await;
     let up = upstream().await;
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        format!("http://{}", l.local_addr().unwrap())
-    };
+    let (reserved, port) = support::refused_port();
+    let closed = format!("http://127.0.0.1:{port}");
     let app = support::app_with(&running, None, frontdesk::clock::system(), |c| {
         c.proxy.upstream = Some(up.url.clone());
         c.proxy.timeout_ms = 300;
@@ -595,6 +593,7 @@ async fn upstream_down_is_502_slow_is_504_and_app_statuses_pass() {
     assert_eq!(r.headers()["x-app-limit"], "app");
     assert_eq!(r.text().await.unwrap(), "slow down");
     app.stop().await;
+    drop(reserved);
 }
 
 #[test]

@@ -113,9 +113,7 @@ async fn readyz_reports_redis() {
     app.stop().await;
 
     // Redis configured but unreachable: still ready (degraded), unless required.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead_port = dead.local_addr().unwrap().port();
-    drop(dead);
+    let (_dead, dead_port) = crate::support::refused_port();
     config.redis_url = Some(Secret::new(format!("redis://127.0.0.1:{dead_port}")));
     let app = TestApp::start(config.clone()).await;
     let r = http()

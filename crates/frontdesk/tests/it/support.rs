@@ -304,6 +304,16 @@ pub async fn app_on(
     TestApp::serve(app, |r| r).await
 }
 
+/// A local port that refuses connections: bound, never listening. Hold the socket for
+/// as long as the port must stay refused; a dropped listener's port can be taken by a
+/// test running beside this one, which then answers.
+pub fn refused_port() -> (tokio::net::TcpSocket, u16) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+    let port = socket.local_addr().unwrap().port();
+    (socket, port)
+}
+
 /// Emulator call counts, total.
 pub fn upstream_calls(emu: &Emulator) -> u64 {
     emu.stats().total
