@@ -46,14 +46,11 @@ async fn submit(app: &TestApp, updates: Value) -> reqwest::Response {
 }
 
 async fn job(app: &TestApp, id: &str, results: bool) -> Value {
-    app.http
-        .get(format!("{}/v1/jobs/{id}?results={results}", app.api))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    support::get_json(
+        &app.http,
+        format!("{}/v1/jobs/{id}?results={results}", app.api),
+    )
+    .await
 }
 
 async fn wait_done(app: &TestApp, id: &str, within: Duration) -> Value {

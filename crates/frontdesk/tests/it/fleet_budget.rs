@@ -67,14 +67,7 @@ async fn three_binaries_share_one_clerk_budget_and_clerk_never_answers_429() {
     let stats = fleet.emu.stats();
     let mut modes = Vec::new();
     for i in 0..fleet.len() {
-        let s: Value = c
-            .get(format!("{}/v1/stats", fleet.api(i)))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let s: Value = support::get_json(&c, format!("{}/v1/stats", fleet.api(i))).await;
         modes.push(s["upstream"]["health"]["budget"]["mode"].clone());
     }
     assert_eq!(

@@ -320,26 +320,12 @@ async fn assertions_verify_against_any_instances_jwks() {
     let http = support::http();
     assert!(
         support::eventually(std::time::Duration::from_secs(10), || async {
-            let j: Value = http
-                .get(&jwks_url)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let j: Value = support::get_json(&http, &jwks_url).await;
             j["keys"].as_array().unwrap().len() == 2
         })
         .await
     );
-    let jwks: jsonwebtoken::jwk::JwkSet = http
-        .get(&jwks_url)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: jsonwebtoken::jwk::JwkSet = support::get_json(&http, &jwks_url).await;
 
     let r = apps[1]
         .http

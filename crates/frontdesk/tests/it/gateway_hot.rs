@@ -83,15 +83,11 @@ async fn reused_assertions_stay_with_their_session_request_and_half_life() {
     );
 
     // The reused assertion verifies against the instance's JWKS.
-    let jwks: jsonwebtoken::jwk::JwkSet = app
-        .http
-        .get(format!("{}/_frontdesk/.well-known/jwks.json", app.edge))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: jsonwebtoken::jwk::JwkSet = support::get_json(
+        &app.http,
+        format!("{}/_frontdesk/.well-known/jwks.json", app.edge),
+    )
+    .await;
     let kid = jsonwebtoken::decode_header(&first).unwrap().kid.unwrap();
     let key = jsonwebtoken::DecodingKey::from_jwk(jwks.find(&kid).unwrap()).unwrap();
     let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);

@@ -160,15 +160,7 @@ async fn a_tiny_byte_budget_evicts_users_aliases_and_contexts() {
     );
 
     // The figures are published: /v1/stats and the gauge on /metrics.
-    let stats: Value = app
-        .http
-        .get(format!("{}/v1/stats", app.api))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats: Value = support::get_json(&app.http, format!("{}/v1/stats", app.api)).await;
     for figure in [
         &stats["users"]["l1"]["weighted_bytes"],
         &stats["users"]["aliases"]["weighted_bytes"],

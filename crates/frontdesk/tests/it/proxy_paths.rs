@@ -12,14 +12,7 @@ use crate::support::{self, http, raw_http, upstream_calls};
 const KEY: &str = "sk_test_frontdesk_emulator";
 
 async fn emulator_error_rate(url: &str) -> f64 {
-    let knobs: Value = http()
-        .get(format!("{url}/__emulator/config"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let knobs: Value = support::get_json(&http(), format!("{url}/__emulator/config")).await;
     knobs["error_rate"].as_f64().unwrap()
 }
 

@@ -72,15 +72,7 @@ async fn three_instances_share_one_limit_exactly() {
     assert_eq!(burst(2).await.iter().filter(|s| **s == 200).count(), 25);
     assert_eq!(up.calls(), 50);
     for a in apps {
-        let stats: Value = a
-            .http
-            .get(format!("{}/v1/stats", a.api))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let stats: Value = support::get_json(&a.http, format!("{}/v1/stats", a.api)).await;
         assert_eq!(stats["rate_limits"]["backend"], "redis");
         a.stop().await;
     }
@@ -127,15 +119,7 @@ async fn window_slides_on_the_injected_clock_with_headers() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-ratelimit-remaining"], "0");
     assert_eq!(up.calls(), 4);
-    let stats: Value = app
-        .http
-        .get(format!("{}/v1/stats", app.api))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats: Value = support::get_json(&app.http, format!("{}/v1/stats", app.api)).await;
     assert_eq!(stats["rate_limits"]["backend"], "memory");
     app.stop().await;
 }
@@ -276,15 +260,7 @@ async fn redis_failing_midway_falls_back_to_memory() {
     let app = support::TestApp::start(c).await;
     let get = || app.http.get(format!("{}/x", app.edge)).send();
     let stats = || async {
-        let s: Value = app
-            .http
-            .get(format!("{}/v1/stats", app.api))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let s: Value = support::get_json(&app.http, format!("{}/v1/stats", app.api)).await;
         s["rate_limits"]["backend"].as_str().unwrap().to_string()
     };
     assert_eq!(get().await.unwrap().status(), 200);

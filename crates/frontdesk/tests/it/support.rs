@@ -227,6 +227,14 @@ pub fn http() -> reqwest::Client {
     reqwest::Client::builder().build().unwrap()
 }
 
+/// `GET url`, its body as JSON (panics on a transport error or a body that is not `T`).
+pub async fn get_json<T: serde::de::DeserializeOwned>(
+    client: &reqwest::Client,
+    url: impl reqwest::IntoUrl,
+) -> T {
+    client.get(url).send().await.unwrap().json().await.unwrap()
+}
+
 /// Log lines written by any instance in this test process (JSON, one per line). The
 /// subscriber is process-wide, so a test finds its own lines by its request id.
 #[derive(Clone, Default)]

@@ -30,13 +30,7 @@ async fn lookup(c: &reqwest::Client, app: &TestApp, id: &str) -> (u16, Value, Op
 }
 
 async fn stats(c: &reqwest::Client, app: &TestApp) -> Value {
-    c.get(format!("{}/v1/stats", app.api))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    support::get_json(c, format!("{}/v1/stats", app.api)).await
 }
 
 #[tokio::test]

@@ -90,42 +90,22 @@ async fn native_api_fields_batch_warm_evict_and_stats() {
     let id = Emulator::seed_user_id(0);
     let clerk_user = emu.user(&id).unwrap();
 
-    let minimal: Value = c
-        .get(format!("{}/v1/users/{id}?fields=minimal", app.api))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let minimal: Value =
+        support::get_json(&c, format!("{}/v1/users/{id}?fields=minimal", app.api)).await;
     assert_eq!(minimal.as_object().unwrap().len(), 3, "{minimal}");
     assert_eq!(minimal["id"], id.as_str());
     assert_eq!(
         minimal["email"],
         clerk_user["email_addresses"][0]["email_address"]
     );
-    let basic: Value = c
-        .get(format!("{}/v1/users/{id}", app.api))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let basic: Value = support::get_json(&c, format!("{}/v1/users/{id}", app.api)).await;
     assert_eq!(basic["first_name"], clerk_user["first_name"]);
     assert_eq!(basic["public_metadata"], clerk_user["public_metadata"]);
     assert!(
         basic.get("private_metadata").is_none(),
         "basic never carries private metadata"
     );
-    let full: Value = c
-        .get(format!("{}/v1/users/{id}?fields=full", app.api))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let full: Value = support::get_json(&c, format!("{}/v1/users/{id}?fields=full", app.api)).await;
     assert_eq!(full, clerk_user);
     let bad = c
         .get(format!("{}/v1/users/{id}?fields=everything", app.api))
@@ -208,14 +188,7 @@ async fn native_api_fields_batch_warm_evict_and_stats() {
     assert_eq!(r.headers()["x-cache"], "MISS");
     assert_eq!(upstream_calls(&emu), 1);
 
-    let stats: Value = c
-        .get(format!("{}/v1/stats", app.api))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats: Value = support::get_json(&c, format!("{}/v1/stats", app.api)).await;
     assert_eq!(stats["redis"], "disabled");
     assert!(
         stats["users"]["l1"]["hits"].as_u64().unwrap() >= 1,

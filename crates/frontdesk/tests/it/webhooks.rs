@@ -669,14 +669,7 @@ async fn poisoned(db: Db) {
     // The operations API lists it, replays it (back to pending, attempts reset) and it
     // dies again, since nothing fixed it.
     let api = &app.api;
-    let list: Value = c
-        .get(format!("{api}/v1/webhooks?state=dead&limit=10"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = support::get_json(&c, format!("{api}/v1/webhooks?state=dead&limit=10")).await;
     let items = list["items"].as_array().unwrap();
     assert_eq!(items.len(), 1);
     assert_eq!(items[0]["id"], "msg_poison");
