@@ -676,19 +676,12 @@ async fn staggered_misses_of_one_key_make_one_upstream_request() {
     for round in 0..ROUNDS {
         // A query no earlier round used: a cold key each round.
         let url = format!("{}/api/invoices?round={round}", app.edge);
-        let callers: Vec<_> = (0..6)
-            .map(|caller| {
-                let (http, url, t) = (app.http.clone(), url.clone(), t.clone());
-                tokio::spawn(async move {
-                    for _ in 0..fastrand::usize(0..caller * 40 + 1) {
-                        tokio::task::yield_now().await;
-                    }
-                    read(http.get(url).bearer_auth(t).send().await.unwrap()).await
-                })
-            })
-            .collect();
-        for c in callers {
-            let got = c.await.unwrap();
+        let answers = support::staggered(6, || {
+            let request = app.http.get(&url).bearer_auth(&t);
+            async move { read(request.send().await.unwrap()).await }
+        })
+        .await;
+        for got in answers {
             assert_eq!(got.status, 200);
             assert!(
                 got.x_cache == "MISS" || got.x_cache == "HIT",

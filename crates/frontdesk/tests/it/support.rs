@@ -235,6 +235,33 @@ pub async fn get_json<T: serde::de::DeserializeOwned>(
     client.get(url).send().await.unwrap().json().await.unwrap()
 }
 
+/// Runs `callers` calls, each on its own task, the k-th after up to 40·k random yields,
+/// so that they arrive spread across the life of whatever the first one starts (and on
+/// a multi-thread runtime, on different workers). Their answers, in order.
+pub async fn staggered<F, Fut, T>(callers: usize, call: F) -> Vec<T>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let tasks: Vec<_> = (0..callers)
+        .map(|k| {
+            let fut = call();
+            tokio::spawn(async move {
+                for _ in 0..fastrand::usize(0..k * 40 + 1) {
+                    tokio::task::yield_now().await;
+                }
+                fut.await
+            })
+        })
+        .collect();
+    let mut answers = Vec::with_capacity(callers);
+    for t in tasks {
+        answers.push(t.await.unwrap());
+    }
+    answers
+}
+
 /// Log lines written by any instance in this test process (JSON, one per line). The
 /// subscriber is process-wide, so a test finds its own lines by its request id.
 #[derive(Clone, Default)]

@@ -633,22 +633,13 @@ async fn staggered_callers_of_one_cold_user_make_one_call() {
     for round in 0..ROUNDS {
         let id = Emulator::seed_user_id(round);
         emu.reset();
-        let callers: Vec<_> = (0..6)
-            .map(|caller| {
-                let users = users.clone();
-                let id = id.clone();
-                tokio::spawn(async move {
-                    // Spread the arrivals across the load's lifetime.
-                    for _ in 0..fastrand::usize(0..caller * 40 + 1) {
-                        tokio::task::yield_now().await;
-                    }
-                    users.get(&id).await
-                })
-            })
-            .collect();
-        for c in callers {
-            let lookup = c.await.unwrap().unwrap();
-            assert_eq!(lookup.user.unwrap().id(), id);
+        let lookups = support::staggered(6, || {
+            let (users, id) = (users.clone(), id.clone());
+            async move { users.get(&id).await }
+        })
+        .await;
+        for lookup in lookups {
+            assert_eq!(lookup.unwrap().user.unwrap().id(), id);
         }
         assert_eq!(upstream_calls(&emu), 1, "round {round}: {:?}", emu.stats());
     }
@@ -676,20 +667,13 @@ async fn staggered_proxy_reads_of_one_key_make_one_call() {
             app.api,
             orgs[round % orgs.len()]
         );
-        let callers: Vec<_> = (0..6)
-            .map(|caller| {
-                let c = c.clone();
-                let url = url.clone();
-                tokio::spawn(async move {
-                    for _ in 0..fastrand::usize(0..caller * 40 + 1) {
-                        tokio::task::yield_now().await;
-                    }
-                    c.get(url).bearer_auth(KEY).send().await.unwrap().status()
-                })
-            })
-            .collect();
-        for c in callers {
-            assert_eq!(c.await.unwrap(), 200);
+        let statuses = support::staggered(6, || {
+            let request = c.get(&url).bearer_auth(KEY);
+            async move { request.send().await.unwrap().status() }
+        })
+        .await;
+        for status in statuses {
+            assert_eq!(status, 200);
         }
         assert_eq!(upstream_calls(&emu), 1, "round {round}: {:?}", emu.stats());
     }
